@@ -1,0 +1,179 @@
+"""Small shared building blocks: registries, typed configs, content hashes, atomic writes.
+
+Every stage of fakestack is a function over tidy tables with a typed config. These helpers keep
+the three cross-cutting promises in one place: unknown names and keys fail loudly with the valid
+choices listed, finished work is recognised by a content hash of its inputs and config, and a file
+that exists is complete (written to a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Callable, Generic, TypeVar
+
+import pandas as pd
+
+T = TypeVar("T")
+HASH_CHARS = 16  # hex characters kept from a sha256: short enough for file names, ample for caches
+
+
+class Registry(Generic[T]):
+    """A name -> factory table; unknown names raise with the list of valid ones."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            if name in self._items:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self._items[name] = obj
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            valid = ", ".join(sorted(self._items))
+            raise KeyError(f"unknown {self.kind} {name!r}; valid: {valid}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+class ConfigError(ValueError):
+    """A config key or value that does not fit the typed config."""
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    """`X | None` -> X, so nested dataclasses may be optional."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Build nested dataclasses and tuples from plain YAML/JSON values."""
+    tp = _unwrap_optional(tp)
+    if value is None:
+        return None
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, where)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if origin is list and args and isinstance(value, (list, tuple)):
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict and len(args) == 2 and isinstance(value, dict):
+        return {k: _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if tp is tuple and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, rejecting unknown keys (with the valid ones listed)."""
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}: " if where else ""
+        raise ConfigError(
+            f"{prefix}unknown key(s) {unknown} for {cls.__name__}; valid: {sorted(names)}"
+        )
+    types_ = _field_types(cls)
+    kwargs = {
+        k: _coerce(types_[k], v, f"{where}.{k}" if where else k) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass as plain JSON/YAML-friendly values (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def config_hash(*parts: Any) -> str:
+    """A stable content hash of configs (dataclasses), tables (DataFrames) and plain values.
+
+    Used as the cache key of a unit of work: change any input or setting and the key changes,
+    so stale results are never reused and unchanged ones are never recomputed.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        if dataclasses.is_dataclass(part) and not isinstance(part, type):
+            payload = json.dumps(to_dict(part), sort_keys=True).encode()
+        elif isinstance(part, pd.DataFrame):
+            payload = pd.util.hash_pandas_object(part, index=False).values.tobytes()
+            payload += ",".join(map(str, part.columns)).encode()
+        elif isinstance(part, (bytes, bytearray)):
+            payload = bytes(part)
+        else:
+            payload = json.dumps(part, sort_keys=True, default=str).encode()
+        h.update(len(payload).to_bytes(8, "little"))
+        h.update(payload)
+    return h.hexdigest()[:HASH_CHARS]
+
+
+def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write via `write(tmp)` to a temp file beside `path`, then rename: a file that exists is whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # keep the real suffix last: writers such as np.savez and cv2.imwrite choose by extension
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: Path | str) -> Path:
+    return _atomic(Path(path), lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def atomic_write_text(text: str, path: Path | str) -> Path:
+    return _atomic(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(obj: Any, path: Path | str) -> Path:
+    return atomic_write_text(json.dumps(obj, indent=2, sort_keys=True, default=str), path)
+
+
+def atomic_write_with(path: Path | str, write: Callable[[Path], None]) -> Path:
+    """Atomic write for any writer taking a path (np.savez, torch.save, cv2 ...)."""
+    return _atomic(Path(path), write)
