@@ -1,0 +1,128 @@
+"""The level-0 learner registry: a name and a LearnerConfig in, a ready nn.Module out.
+
+Every learner returned by `build_learner` has the same contract, so training and prediction never
+branch on the family: `model(x)` takes normalised (B, 3, S, S) floats and returns logits (B,), and
+the module carries `input_size`, `mean` and `std` (what `base_learners.train` resizes and normalises
+the uint8 face crops with) plus `learner_name`/`variant` for logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from base_learners.meso import MESO_MEAN, MESO_STD, Meso4, MesoInception4
+from base_learners.timm_learners import DEFAULT_VARIANTS, TimmLearner, create_timm
+from features.common import Registry
+
+
+@dataclass
+class LearnerConfig:
+    """One level-0 learner. `variant` picks the timm model (None: the full-size default)."""
+
+    name: str
+    variant: str | None = None
+    input_size: int = 64
+    pretrained: bool = False  # off by default: the demo machine has no internet
+    weights_path: str | None = None  # a local state dict (e.g. an ImageNet or earlier checkpoint)
+    drop_rate: float = 0.2
+
+
+LEARNERS: Registry[Callable[[LearnerConfig], nn.Module]] = Registry("learner")
+
+
+def _meso(cls: type[nn.Module]) -> Callable[[LearnerConfig], nn.Module]:
+    def build(cfg: LearnerConfig) -> nn.Module:
+        if cfg.pretrained:
+            raise ValueError(
+                f"learner {cfg.name!r} has no published pretrained weights; set pretrained: false "
+                "(or give weights_path to a local state dict)"
+            )
+        if cfg.variant is not None:
+            raise ValueError(f"learner {cfg.name!r} has no variants; got variant={cfg.variant!r}")
+        model = cls(input_size=cfg.input_size, drop_rate=cfg.drop_rate)
+        model.mean, model.std, model.variant = MESO_MEAN, MESO_STD, cfg.name
+        return model
+
+    return build
+
+
+def _timm(family: str) -> Callable[[LearnerConfig], nn.Module]:
+    def build(cfg: LearnerConfig) -> nn.Module:
+        variant = cfg.variant or DEFAULT_VARIANTS[family]
+        model, data_cfg = create_timm(variant, cfg.pretrained, cfg.drop_rate)
+        model.mean, model.std = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
+        return model
+
+    return build
+
+
+LEARNERS.register("meso4")(_meso(Meso4))
+LEARNERS.register("mesoinception4")(_meso(MesoInception4))
+for _family in DEFAULT_VARIANTS:
+    LEARNERS.register(_family)(_timm(_family))
+
+
+def build_learner(cfg: LearnerConfig) -> nn.Module:
+    """Build the learner named `cfg.name`; load `cfg.weights_path` if given."""
+    model = LEARNERS.get(cfg.name)(cfg)
+    model.input_size = int(cfg.input_size)
+    model.learner_name = cfg.name
+    if cfg.weights_path is not None:
+        load_weights(model, cfg.weights_path)
+    return model
+
+
+def _target_and_head(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
+    """Which module a weights file fills, and which key prefixes may be absent or mismatched."""
+    if isinstance(model, TimmLearner):
+        return model.net, model.head_prefixes()
+    return model, tuple(getattr(model, "HEAD_PREFIXES", ()))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a local state dict, strict about everything but the classifier head.
+
+    Accepts our own checkpoints (keys `net.*` for timm learners) and raw timm/ImageNet state dicts
+    (keys without the prefix, 1000-class heads). Head tensors whose shape does not fit are dropped
+    (the head stays freshly initialised); any other missing or unexpected key is an error, since it
+    means the file belongs to a different architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights_path {str(path)!r} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    target, head = _target_and_head(model)
+    if target is not model:  # our wrapper's checkpoint: its offset, then `net.*` keys unprefixed
+        offset = state.get("logit_offset")
+        if offset is not None:
+            model.logit_offset.copy_(offset)
+        state = {k.removeprefix("net."): v for k, v in state.items() if k != "logit_offset"}
+    own = target.state_dict()
+
+    def is_head(key: str) -> bool:
+        return key.startswith(head) if head else False
+
+    state = {
+        k: v for k, v in state.items() if not (is_head(k) and k in own and own[k].shape != v.shape)
+    }
+    try:
+        result = target.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches outside the head
+        raise ValueError(
+            f"weights file {str(path)!r} does not fit learner {model.learner_name!r}: {err}"
+        ) from err
+    missing = [k for k in result.missing_keys if not is_head(k)]
+    unexpected = [k for k in result.unexpected_keys if not is_head(k)]
+    if missing or unexpected:
+        raise ValueError(
+            f"weights file {str(path)!r} does not fit learner {model.learner_name!r}: "
+            f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )

@@ -1,0 +1,401 @@
+"""Train one level-0 learner on face crops, and predict logits with it.
+
+Leakage (DESIGN.md rule 2): `fit` only ever receives the training folds. Early stopping, when on,
+watches an inner grouped split of those (GroupShuffleSplit on `groups`: a fake and its original stay
+on one side), never the held-out fold. With `inner_val_frac = 0` it trains a fixed number of epochs.
+
+Class balance and log loss: the final metric is log loss, and the held-out folds have the same ~4:1
+fake:real prior as the training folds, so plain BCE (`balance: none`, the default) already estimates
+P(fake | face) at the right prior. Re-weighting (`pos_weight`) or re-sampling (`sampler`) trains a
+model whose logits are shifted by log(n_real / n_fake); with `prior_correction` (default on) that
+shift is undone after training by the model's `logit_offset` buffer (saved in its state dict), so
+every balance mode returns logits on the training prior (exactly so at the optimum of the
+re-weighted loss, approximately for a real model). The stacker calibrates again on top.
+
+Determinism: on CPU, the same seed gives bit-identical weights and predictions (seeded torch RNG
+for dropout, batch order and augmentation drawn from (seed, epoch[, row]) so the worker count does
+not matter, and deterministic algorithms while fitting). Weight initialisation happens in
+`build_learner`: call `seed_everything(seed)` before building the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from sklearn.model_selection import GroupShuffleSplit
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from base_learners.augment import AugmentConfig, augment, resize
+from features.common import ConfigError
+
+BALANCE_MODES = ("none", "pos_weight", "sampler")
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+WARMUP_START_FACTOR = 0.01  # the first warmup step runs at 1 % of the peak learning rate
+PIXEL_MAX = 255.0
+
+
+@dataclass
+class TrainConfig:
+    """How one learner is trained and how it predicts. CUDA-only flags are no-ops on CPU."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    predict_batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup_frac: float = 0.1  # fraction of all steps spent in linear warmup
+    min_lr_frac: float = 0.01  # cosine decays to lr * min_lr_frac
+    grad_clip_norm: float = 0.0  # 0: off
+    balance: str = "none"  # none | pos_weight | sampler (see the module docstring)
+    prior_correction: bool = True  # undo the prior shift of pos_weight / sampler after training
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    inner_val_frac: float = 0.0  # fraction of training groups held out for early stopping
+    early_stopping_patience: int = 0  # 0: fixed epochs
+    amp: bool = True  # autocast on CUDA
+    amp_dtype: str = "bfloat16"  # bfloat16 | float16 (float16 adds a GradScaler)
+    channels_last: bool = True  # on CUDA
+    tta_flip: bool = False  # predict_logits averages the logits of the crop and its mirror
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    num_threads: int | None = None  # torch threads during fit/predict (None: as is); 1 avoids
+    # oversubscription when other processes share a small CPU
+    num_workers: int = 0
+    deterministic: bool = True  # torch.use_deterministic_algorithms while fitting
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[dict]
+    inner_val_idx: np.ndarray | None = None  # rows of the training data used for early stopping
+    best_epoch: int | None = None
+    logit_offset: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA); call before build_learner so initial weights are reproducible."""
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.balance not in BALANCE_MODES:
+        raise ConfigError(f"balance {cfg.balance!r} is not one of {BALANCE_MODES}")
+    if cfg.amp_dtype not in AMP_DTYPES:
+        raise ConfigError(f"amp_dtype {cfg.amp_dtype!r} is not one of {sorted(AMP_DTYPES)}")
+    if cfg.early_stopping_patience > 0 and not 0.0 < cfg.inner_val_frac < 1.0:
+        raise ConfigError(
+            "early_stopping_patience > 0 needs 0 < inner_val_frac < 1 (an inner split of the "
+            f"training data); got inner_val_frac={cfg.inner_val_frac}"
+        )
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1; got {cfg.epochs}, {cfg.batch_size}")
+
+
+def _check_crops(crops: np.ndarray) -> None:
+    if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
+        raise ValueError(f"crops must be (N, S, S, 3) uint8 RGB; got {crops.shape} {crops.dtype}")
+
+
+def inner_split(groups: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, inner-val rows) of the TRAINING data, whole groups on each side."""
+    if len(np.unique(groups)) < 2:
+        raise ValueError("the inner validation split needs at least two groups of training data")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=frac, random_state=seed)
+    tr, va = next(splitter.split(np.zeros(len(groups)), groups=groups))
+    return np.sort(tr), np.sort(va)
+
+
+class CropDataset(Dataset):
+    """Crops -> (augmented, resized uint8 HWC, label). Normalisation happens on the device."""
+
+    def __init__(self, crops, labels, size: int, aug: AugmentConfig | None, seed: int):
+        self.crops, self.labels, self.size, self.aug, self.seed = crops, labels, size, aug, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int):
+        img = self.crops[i]
+        if self.aug is None:
+            img = resize(img, self.size)
+        else:  # one RNG per (seed, epoch, row): independent of workers and batch order
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            img = augment(img, self.size, self.aug, rng)
+        return torch.from_numpy(np.ascontiguousarray(img)), torch.tensor(float(self.labels[i]))
+
+
+def _to_input(x: torch.Tensor, model: nn.Module, device: torch.device, channels_last: bool):
+    """uint8 (B, S, S, 3) -> normalised float (B, 3, S, S) on the device (uint8 is 4x lighter)."""
+    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(PIXEL_MAX)
+    mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
+    x = (x - mean) / std
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _autocast(device: torch.device, cfg: TrainConfig):
+    if device.type == "cuda" and cfg.amp:
+        return torch.autocast("cuda", dtype=AMP_DTYPES[cfg.amp_dtype])
+    return nullcontext()
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch.set_num_threads(n) for the duration of a call (None: leave as is), then restore."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def _determinism(on: bool) -> Iterator[None]:
+    """Deterministic algorithms for the duration of a fit, then the caller's setting back."""
+    before = torch.are_deterministic_algorithms_enabled()
+    before_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    if on:  # warn_only: an op without a deterministic kernel warns instead of failing the fit
+        torch.use_deterministic_algorithms(True, warn_only=not before or before_warn)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=before_warn)
+
+
+def _make_scheduler(opt, cfg: TrainConfig, total_steps: int):
+    """Linear warmup to cfg.lr, then cosine down to cfg.lr * min_lr_frac, stepped per batch."""
+    warmup = int(round(cfg.warmup_frac * total_steps))
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=max(1, total_steps - warmup), eta_min=cfg.lr * cfg.min_lr_frac
+    )
+    if warmup == 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(
+        opt, start_factor=WARMUP_START_FACTOR, end_factor=1.0, total_iters=warmup
+    )
+    return torch.optim.lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warmup])
+
+
+class EpochSampler(Sampler[int]):
+    """Row order for one epoch, a pure function of (seed, epoch), like DistributedSampler.set_epoch.
+
+    A stateful generator would make the order depend on how often the DataLoader calls iter()
+    (worker processes prefetch), so runs with and without workers would differ. With `weights`,
+    rows are drawn with replacement in proportion to them (the class-balancing sampler).
+    """
+
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None):
+        self.n, self.seed, self.epoch = n, seed, 0
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]
+        gen = torch.Generator().manual_seed(int(state))
+        if self.weights is None:
+            order = torch.randperm(self.n, generator=gen)
+        else:
+            order = torch.multinomial(self.weights, self.n, replacement=True, generator=gen)
+        return iter(order.tolist())
+
+
+def _loader(crops, labels, size, cfg: TrainConfig, balance_sampler: bool) -> DataLoader:
+    """Seeded batches; call `_set_epoch` before each epoch."""
+    ds = CropDataset(crops, labels, size, cfg.augment, cfg.seed)
+    weights = None
+    if balance_sampler:  # each class drawn with equal probability
+        counts = np.bincount(labels.astype(int), minlength=2)
+        weights = 1.0 / counts[labels.astype(int)]
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=EpochSampler(len(ds), cfg.seed, weights),
+        generator=torch.Generator().manual_seed(cfg.seed),  # worker base seeds
+        num_workers=cfg.num_workers,
+        drop_last=len(ds) > cfg.batch_size,  # no size-1 batch for batch norm
+        pin_memory=resolve_device(cfg.device).type == "cuda",
+    )
+
+
+def _set_epoch(loader: DataLoader, epoch: int) -> None:
+    loader.dataset.epoch = epoch
+    loader.sampler.epoch = epoch
+
+
+def _rebalance_weight(labels: np.ndarray, cfg: TrainConfig) -> float:
+    """n_real / n_fake: the positive-class weight, and exp(prior shift) of a balanced model."""
+    n_fake = int(labels.sum())
+    n_real = len(labels) - n_fake
+    if cfg.balance != "none" and (n_fake == 0 or n_real == 0):
+        raise ValueError(
+            f"balance={cfg.balance!r} needs both classes; got {n_real} real, {n_fake} fake"
+        )
+    return n_real / n_fake if cfg.balance != "none" else 1.0
+
+
+def _train_epoch(model, loader, opt, sched, scaler, loss_fn, device, cfg, desc, progress) -> float:
+    model.train()
+    total, n = 0.0, 0
+    channels_last = cfg.channels_last and device.type == "cuda"
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        x = _to_input(x, model, device, channels_last)
+        y = y.to(device)
+        with _autocast(device, cfg):
+            loss = loss_fn(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip_norm > 0:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip_norm)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        total += float(loss.detach()) * len(y)
+        n += len(y)
+    return total / max(n, 1)
+
+
+class _EarlyStopping:
+    """Tracks the best inner-val epoch and keeps a copy of its weights (patience 0: never stops)."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.best_state = patience, math.inf, None, None
+
+    def should_stop(self, epoch: int, val_loss: float | None, model: nn.Module) -> bool:
+        if self.patience <= 0:
+            return False
+        if val_loss < self.best:
+            self.best, self.best_epoch = val_loss, epoch
+            self.best_state = copy.deepcopy(model.state_dict())
+            return False
+        return epoch - self.best_epoch >= self.patience
+
+
+def _check_fit_inputs(crops: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> None:
+    _check_crops(crops)
+    if not len(crops) == len(labels) == len(groups):
+        raise ValueError(
+            f"crops, labels, groups differ in length: {len(crops)}, {len(labels)}, {len(groups)}"
+        )
+    if not np.isin(labels, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 (REAL) or 1 (FAKE)")
+
+
+def fit(
+    model: nn.Module,
+    crops: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray,
+    cfg: TrainConfig,
+    on_epoch: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> FitResult:
+    """Train `model` on the training folds' crops; `groups` only shape the inner validation split.
+
+    History per epoch: epoch, train_loss (the training objective, weighted if pos_weight),
+    inner_val_loss (log loss of the prior-corrected logits on the inner split, or None), lr,
+    seconds. With inner_val_frac > 0 and patience 0 the inner split is only monitored.
+    """
+    validate(cfg)
+    labels, groups = np.asarray(labels).astype(np.float32), np.asarray(groups)
+    _check_fit_inputs(crops, labels, groups)
+    device = resolve_device(cfg.device)
+    tr_idx, va_idx = np.arange(len(crops)), None
+    if cfg.inner_val_frac > 0:
+        tr_idx, va_idx = inner_split(groups, cfg.inner_val_frac, cfg.seed)
+    weight = _rebalance_weight(labels[tr_idx], cfg)
+    offset = -math.log(weight) if cfg.prior_correction else 0.0
+
+    with _threads(cfg.num_threads), _determinism(cfg.deterministic and device.type == "cpu"):
+        torch.manual_seed(cfg.seed)
+        model.to(device)
+        if cfg.channels_last and device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        model.logit_offset.zero_()  # train on raw logits; the correction is set at the end
+        loader = _loader(
+            crops[tr_idx], labels[tr_idx], model.input_size, cfg, cfg.balance == "sampler"
+        )
+        pos_weight = torch.tensor(weight, device=device) if cfg.balance == "pos_weight" else None
+        loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = _make_scheduler(opt, cfg, cfg.epochs * len(loader))
+        fp16 = device.type == "cuda" and cfg.amp and cfg.amp_dtype == "float16"
+        scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        history, stopper = [], _EarlyStopping(cfg.early_stopping_patience)
+        name = getattr(model, "learner_name", "learner")
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            _set_epoch(loader, epoch)
+            desc = f"{name} epoch {epoch + 1}/{cfg.epochs}"
+            train_loss = _train_epoch(
+                model, loader, opt, sched, scaler, loss_fn, device, cfg, desc, progress
+            )
+            val_loss = None
+            if va_idx is not None:
+                logits = predict_logits(model, crops[va_idx], cfg) + offset
+                val_loss = _log_loss(labels[va_idx], logits)
+            lr = opt.param_groups[0]["lr"]
+            metrics = dict(epoch=epoch, train_loss=train_loss, inner_val_loss=val_loss, lr=lr,
+                           seconds=time.perf_counter() - t0)
+            history.append(metrics)
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
+            if stopper.should_stop(epoch, val_loss, model):
+                break
+        if stopper.best_state is not None:
+            model.load_state_dict(stopper.best_state)
+        model.logit_offset.fill_(offset)
+        model.eval()
+    return FitResult(model, history, va_idx, stopper.best_epoch, offset)
+
+
+def _log_loss(y: np.ndarray, logits: np.ndarray) -> float:
+    """Mean binary cross-entropy from logits, computed stably in float64."""
+    z = logits.astype(np.float64)
+    return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, crops: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Logits (N,) float32 for every crop: eval mode, resize + normalise, no augmentation.
+
+    With `tta_flip`, the logit is the mean over the crop and its horizontal mirror.
+    """
+    _check_crops(crops)
+    device = resolve_device(cfg.device)
+    model.to(device).eval()
+    channels_last = cfg.channels_last and device.type == "cuda"
+    out = np.empty(len(crops), dtype=np.float32)
+    with _threads(cfg.num_threads):
+        for start in range(0, len(crops), cfg.predict_batch_size):
+            chunk = crops[start : start + cfg.predict_batch_size]
+            batch = np.stack([resize(c, model.input_size) for c in chunk])
+            x = _to_input(torch.from_numpy(batch), model, device, channels_last)
+            with _autocast(device, cfg):
+                z = model(x).float()
+                if cfg.tta_flip:
+                    z = (z + model(torch.flip(x, dims=[3])).float()) / 2
+            out[start : start + len(batch)] = z.cpu().numpy()
+    return out
