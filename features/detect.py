@@ -1,0 +1,164 @@
+"""Face detection (facenet-pytorch MTCNN) on sampled frames, and square face crops.
+
+One function, `detect_faces`, runs detection for every caller (training, prediction, benchmark) from
+one `FaceConfig`, so the thresholds, minimum face size and downscale can never drift apart between
+the data a model was trained on and the data it scores.
+
+Speed comes from: frames downscaled before detection (`detection_scale`; frames where that finds
+no face are retried at full resolution, so the downscale costs no detections), frames of equal size
+going through MTCNN as one batch, MTCNN in channels-last memory (its max-pools are ~2.5x faster
+that way on CPU), and only the sampled frames being decoded to RGB and detected at all. `min_face_size` is in full-resolution pixels; it is
+converted to detection pixels (never below P-Net's 12-pixel window), so the same config finds the
+same faces whatever the downscale.
+
+Crops: a square of side `max(w, h) * (1 + 2 * margin)` centred on the box. Near the frame edge the
+square is SHIFTED inside the frame rather than padded: padding would paint black borders whose size
+depends on where the face sits, an artefact unrelated to fakeness that a CNN could learn, while
+shifting keeps real pixels and still contains the whole box. Only when the square is larger than the
+frame's short side is it shrunk to that side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # only for annotations: faces.py imports this module
+    from features.faces import FaceConfig
+
+MTCNN_MIN_WINDOW = 12  # P-Net's input window: the smallest face MTCNN can see, in detection pixels
+MAX_SCALE = 1.0  # never upsample frames for detection: it costs time and finds no extra real faces
+
+
+@dataclass
+class Detections:
+    """Faces of one frame, in full-resolution pixels of the upright frame, best first."""
+
+    boxes: np.ndarray  # (k, 4) float64 x0, y0, x1, y1
+    probs: np.ndarray  # (k,) float64
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4)), np.zeros(0))
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; anything else as torch understands it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def build_detector(cfg: "FaceConfig"):
+    """MTCNN configured from `cfg`. keep_all/probability order: we select and track faces ourselves."""
+    from facenet_pytorch import MTCNN  # heavy import, deferred to the processes that detect
+
+    detector = MTCNN(
+        keep_all=True, select_largest=False, post_process=False,
+        min_face_size=max(MTCNN_MIN_WINDOW, cfg.min_face_size),
+        thresholds=list(cfg.thresholds), factor=cfg.factor, device=resolve_device(cfg.device),
+    ).eval()
+    if cfg.channels_last:  # frames arrive as NHWC; keeping that layout speeds up every pooling layer
+        detector = detector.to(memory_format=torch.channels_last)
+    return detector
+
+
+def detection_scale(height: int, width: int, cfg: "FaceConfig") -> float:
+    """Downscale factor for a frame: `detect_scale`, lowered so the long side fits `detect_max_side`."""
+    scale = cfg.detect_scale
+    if cfg.detect_max_side:
+        scale = min(scale, cfg.detect_max_side / max(height, width))
+    return min(scale, MAX_SCALE)
+
+
+def _filter(boxes, probs, height: int, width: int, cfg: "FaceConfig") -> Detections:
+    """Clip to the frame, drop weak or degenerate boxes, keep the `max_faces` most probable."""
+    if boxes is None or len(boxes) == 0:
+        return Detections.empty()
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
+    keep = (probs >= cfg.det_prob) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    boxes, probs = boxes[keep], probs[keep]
+    order = np.argsort(-probs, kind="stable")[: cfg.max_faces]
+    return Detections(boxes[order], probs[order])
+
+
+def _detect_at(detector, frames: list[np.ndarray], scale: float, cfg: "FaceConfig") -> list[Detections]:
+    """Detect faces in equal-size frames resized by `scale`, in batches of `cfg.batch_size`."""
+    height, width = frames[0].shape[:2]
+    dw, dh = max(1, round(width * scale)), max(1, round(height * scale))
+    min_face = max(MTCNN_MIN_WINDOW, cfg.min_face_size * scale)
+    if min(dw, dh) < min_face:  # MTCNN's pyramid would be empty (and it crashes on that)
+        return [Detections.empty() for _ in frames]
+    detector.min_face_size = min_face
+    small = frames if (dw, dh) == (width, height) else [
+        cv2.resize(f, (dw, dh), interpolation=cv2.INTER_AREA) for f in frames
+    ]
+    back = np.array([width / dw, height / dh, width / dw, height / dh])  # detection px -> full px
+    out = []
+    for start in range(0, len(small), cfg.batch_size):
+        batch = np.stack(small[start : start + cfg.batch_size])
+        batch_boxes, batch_probs = detector.detect(batch)
+        for boxes, probs in zip(batch_boxes, batch_probs):
+            mapped = None if boxes is None else np.asarray(boxes, dtype=np.float64) * back
+            out.append(_filter(mapped, probs, height, width, cfg))
+    return out
+
+
+def _detect_same_size(detector, frames: list[np.ndarray], cfg: "FaceConfig") -> list[Detections]:
+    """Downscaled detection; frames where it finds nothing are retried at full resolution.
+
+    A face of 40 detection pixels reaches MTCNN's last stage (48 px input) blurred, and its
+    probability can sink just below `det_prob`. Retrying only the empty frames keeps the speed of
+    the downscale on the common case and loses no face to it (`retry_full_res`).
+    """
+    height, width = frames[0].shape[:2]
+    scale = detection_scale(height, width, cfg)
+    out = _detect_at(detector, frames, scale, cfg)
+    if cfg.retry_full_res and scale < MAX_SCALE:
+        empty = [i for i, det in enumerate(out) if len(det.probs) == 0]
+        if empty:
+            for i, det in zip(empty, _detect_at(detector, [frames[i] for i in empty], MAX_SCALE, cfg)):
+                out[i] = det
+    return out
+
+
+def detect_faces(detector, frames: list[np.ndarray], cfg: "FaceConfig") -> list[Detections]:
+    """Faces of each RGB frame (full-res boxes, best first). Frames of equal size batch together."""
+    out: list[Detections | None] = [None] * len(frames)
+    by_shape: dict[tuple, list[int]] = {}
+    for i, frame in enumerate(frames):
+        by_shape.setdefault(frame.shape[:2], []).append(i)
+    for indices in by_shape.values():
+        found = _detect_same_size(detector, [frames[i] for i in indices], cfg)
+        for i, det in zip(indices, found):
+            out[i] = det
+    return out  # type: ignore[return-value]
+
+
+def square_box(box, margin: float, height: int, width: int) -> tuple[int, int, int]:
+    """(x0, y0, side) of the square crop around `box`, shifted (not padded) to lie inside the frame."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    side = int(round(min(max(side, 1.0), height, width)))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = int(round(cx - side / 2))
+    top = int(round(cy - side / 2))
+    left = min(max(left, 0), width - side)
+    top = min(max(top, 0), height - side)
+    return left, top, side
+
+
+def crop_face(frame: np.ndarray, box, margin: float, size: int) -> np.ndarray:
+    """The square crop of `box` with `margin`, resized to `size` x `size` (uint8, frame's channels)."""
+    height, width = frame.shape[:2]
+    left, top, side = square_box(box, margin, height, width)
+    patch = frame[top : top + side, left : left + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(patch, (size, size), interpolation=interp)

@@ -1,0 +1,259 @@
+"""Benchmark of the face stage: this stage's way vs the naive way, on the same videos, in one run.
+
+    python -m pipelines.bench_faces                      # demo profile, generated embedded corpus
+    python -m pipelines.bench_faces --data PATH --videos 20 --set detect_scale=0.5
+
+* fast  = features.faces as the pipeline runs it: `n_frames` sampled frames (grab/retrieve),
+  downscaled, MTCNN in batches, crops. Decode, detect and crop are timed separately so the table
+  says what limits the stage. Then the same videos through `extract_faces` end to end (process
+  pool, cache writes; pool start-up included) for the per-video wall time a user sees.
+* naive = what the seed notebooks did: read every frame, MTCNN (facenet-pytorch defaults) on each
+  full-resolution frame, one frame at a time.
+
+Both in-process timings run with one torch thread (what each pool worker gets), so frames/s compare
+per-frame work fairly; the naive way processes every frame, so compare frames/s, not total time.
+Detection rate = share of processed frames with >= 1 face; where the corpus has ground_truth.parquet
+also the rate over frames that truly show a face (>= 80 % visible) and the share of detections that
+hit a true face (IoU >= 0.4). `--formats` also measures the crop cache formats (size, write, read).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from features.common import from_dict, to_dict
+from features.datasets import read_corpora
+from features.decode import read_frames
+from features.detect import build_detector, crop_face, detect_faces
+from features.face_cache import CROP_STORES
+from features.faces import DETECT_THREADS, FaceConfig, extract_faces
+from features.tracking import iou_matrix
+from pipelines.config import DEFAULT_PROFILE, WORK_DIR, apply_override, load_profile
+
+BENCH_DIR = WORK_DIR / "bench_faces"
+DEFAULT_VIDEOS = 6
+BENCH_SYNTH = dict(n_originals=2, n_test_originals=0, seed=7)  # ~11 videos of the demo format
+NAIVE = dict(min_face_size=20, thresholds=(0.6, 0.7, 0.7), factor=0.709, detect_scale=1.0,
+             detect_max_side=None, batch_size=1, channels_last=False)  # facenet-pytorch MTCNN() as is
+HIT_IOU = 0.4  # a detection overlapping a true face box this much counts as a hit
+
+
+def bench_corpus(data: str | None) -> Path:
+    if data:
+        return Path(data)
+    from features.synth import SynthConfig, generate_corpus
+
+    return generate_corpus(BENCH_DIR / "corpus", SynthConfig(**BENCH_SYNTH), progress=True)
+
+
+def _truth(root: Path) -> pd.DataFrame | None:
+    path = root / "ground_truth.parquet"
+    if not path.exists():
+        return None
+    gt = pd.read_parquet(path)
+    return gt[gt["in_frame"]]
+
+
+def _frame_rows(video_id: str, frame_idx: list[int], dets) -> list[dict]:
+    """One row per processed frame: how many faces, and their boxes (for the ground-truth check)."""
+    return [dict(video_id=video_id, frame_idx=f, n_faces=len(d.probs), boxes=d.boxes)
+            for f, d in zip(frame_idx, dets)]
+
+
+def _empty_crops(cfg: FaceConfig) -> np.ndarray:
+    return np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8)
+
+
+def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, pd.DataFrame, dict]:
+    """Sampled + downscaled + batched, in this process: decode, detect and crop timed apart."""
+    t = dict(decode=0.0, detect=0.0, crop=0.0)
+    rows, crops = [], {}
+    for video_id, path in paths.items():
+        t0 = time.perf_counter()
+        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads)
+        t1 = time.perf_counter()
+        dets = detect_faces(detector, frames.images, cfg)
+        t2 = time.perf_counter()
+        found = [crop_face(im, box, cfg.margin, cfg.crop_size)
+                 for im, det in zip(frames.images, dets) for box in det.boxes]
+        crops[video_id] = np.stack(found) if found else _empty_crops(cfg)
+        t3 = time.perf_counter()
+        t["decode"] += t1 - t0
+        t["detect"] += t2 - t1
+        t["crop"] += t3 - t2
+        rows += _frame_rows(video_id, frames.frame_idx, dets)
+    return t, pd.DataFrame(rows), crops
+
+
+def time_naive(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, pd.DataFrame]:
+    """Every frame, full resolution, MTCNN one frame at a time (the seed notebooks' loop)."""
+    t = dict(decode=0.0, detect=0.0)
+    rows = []
+    for video_id, path in paths.items():
+        cap = cv2.VideoCapture(str(path))
+        idx = 0
+        while True:
+            t0 = time.perf_counter()
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            t1 = time.perf_counter()
+            det = detect_faces(detector, [rgb], cfg)[0]
+            t["decode"] += t1 - t0
+            t["detect"] += time.perf_counter() - t1
+            rows += _frame_rows(video_id, [idx], [det])
+            idx += 1
+        cap.release()
+    return t, pd.DataFrame(rows)
+
+
+def detection_rates(frames: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
+    """Share of frames with a face; with ground truth, recall over face frames and hit precision."""
+    out = {"det_rate": float((frames["n_faces"] > 0).mean())}
+    if truth is None:
+        return out
+    cols = ["x0", "y0", "x1", "y1"]
+    by_frame = {k: g[cols].to_numpy() for k, g in truth.groupby(["video_id", "frame_idx"])}
+    has_face = [(v, f) in by_frame for v, f in zip(frames["video_id"], frames["frame_idx"])]
+    face_frames = frames[has_face]
+    out["det_rate_gt"] = float((face_frames["n_faces"] > 0).mean()) if len(face_frames) else float("nan")
+    hits = total = 0
+    for row in frames.itertuples():
+        if row.n_faces:
+            gt = by_frame.get((row.video_id, row.frame_idx))
+            total += row.n_faces
+            if gt is not None:
+                hits += int((iou_matrix(row.boxes, gt).max(axis=1) >= HIT_IOU).sum())
+    out["precision"] = hits / total if total else float("nan")
+    return out
+
+
+def measure_formats(crops: dict[str, np.ndarray], where: Path) -> pd.DataFrame:
+    """Size on disk, write and read time of each crop format over the same crops."""
+    rows = []
+    size = next(iter(crops.values())).shape[1]
+    for fmt in CROP_STORES.names():
+        store, folder = CROP_STORES.get(fmt), where / fmt
+        folder.mkdir(parents=True)
+        t0 = time.perf_counter()
+        for video_id, arr in crops.items():
+            store.write(folder, video_id, arr)
+        t1 = time.perf_counter()
+        back = {v: store.read(folder, v, size) for v in crops}
+        t2 = time.perf_counter()
+        n = sum(len(a) for a in crops.values())
+        err = np.mean([np.abs(back[v].astype(int) - a).mean() for v, a in crops.items() if len(a)])
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        rows.append(dict(format=fmt, crops=n, files=len(files), MB=sum(p.stat().st_size for p in files) / 2**20,
+                         write_ms_per_crop=1e3 * (t1 - t0) / n, read_ms_per_crop=1e3 * (t2 - t1) / n,
+                         mean_abs_err=err))
+    return pd.DataFrame(rows)
+
+
+def time_pipeline(videos: pd.DataFrame, cfg: FaceConfig, where: Path) -> float:
+    """extract_faces end to end (pool start-up, decode, detect, crops, cache writes), cold cache."""
+    t0 = time.perf_counter()
+    extract_faces(videos, cfg, where, progress=False)
+    return time.perf_counter() - t0
+
+
+def _row(name: str, t: dict, frames: pd.DataFrame, n_videos: int, truth) -> dict:
+    total = sum(t.values())
+    n_frames, n_faces = len(frames), int(frames["n_faces"].sum())
+    row = dict(way=name, videos=n_videos, frames=n_frames, faces=n_faces, seconds=total,
+               frames_per_s=n_frames / total, faces_per_s=n_faces / total, s_per_video=total / n_videos,
+               **{f"{k}_s": v for k, v in t.items()})
+    return {**row, **detection_rates(frames, truth)}
+
+
+def _variant(cfg: FaceConfig, spec: str) -> FaceConfig:
+    """`cfg` with comma-separated `key=value` overrides applied (a --variant row of the table)."""
+    data = to_dict(cfg)
+    for override in spec.split(","):
+        apply_override(data, override)
+    return from_dict(FaceConfig, data, where=f"variant {spec}")
+
+
+def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, naive: bool = True,
+                  variants: tuple[str, ...] = ()) -> dict:
+    """All tables of the benchmark for the first `n_videos` videos of the corpus at `root`."""
+    videos = read_corpora([root]).head(n_videos).reset_index(drop=True)
+    paths = {v: Path(r) / p for v, r, p in zip(videos["video_id"], videos["root"], videos["path"])}
+    truth = _truth(root)
+    torch.set_num_threads(DETECT_THREADS)  # one thread, as each pool worker runs
+    rows, tables = [], {}
+    fast_t, fast_frames, crops = time_fast(paths, cfg, build_detector(cfg))
+    rows.append(_row("fast (this stage)", fast_t, fast_frames, len(paths), truth))
+    for spec in variants:
+        var = _variant(cfg, spec)
+        var_t, var_frames, _ = time_fast(paths, var, build_detector(var))
+        rows.append(_row(f"fast, {spec}", var_t, var_frames, len(paths), truth))
+    if naive:
+        naive_cfg = replace(cfg, **NAIVE)
+        naive_t, naive_frames = time_naive(paths, naive_cfg, build_detector(naive_cfg))
+        rows.append(_row("naive (every frame, full res, 1 by 1)", naive_t, naive_frames, len(paths), truth))
+    tables["throughput"] = pd.DataFrame(rows)
+    if naive:
+        naive_row = rows[-1]
+        tables["speedup_vs_naive"] = pd.DataFrame([
+            dict(way=r["way"], frames_per_s_ratio=r["frames_per_s"] / naive_row["frames_per_s"],
+                 per_video_ratio=naive_row["s_per_video"] / r["s_per_video"])
+            for r in rows[:-1]])
+    with tempfile.TemporaryDirectory(dir=BENCH_DIR if BENCH_DIR.exists() else None) as tmp:
+        wall = time_pipeline(videos, cfg, Path(tmp) / "cache")
+        tables["pipeline"] = pd.DataFrame([dict(workers=cfg.workers, videos=len(videos), wall_s=wall,
+                                                s_per_video=wall / len(videos),
+                                                frames_per_s=len(fast_frames) / wall)])
+        if formats:
+            tables["formats"] = measure_formats(crops, Path(tmp) / "formats")
+    return tables
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="corpus folder (DFDC layout); default: a generated embedded corpus")
+    parser.add_argument("--videos", type=int, default=DEFAULT_VIDEOS, help="videos to benchmark")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE,
+                        help="FaceConfig from this profile's oof.yaml `faces:` (as the pipeline runs it)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a FaceConfig field, e.g. --set detect_scale=0.5 (repeatable)")
+    parser.add_argument("--formats", action="store_true", help="also measure the crop cache formats")
+    parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive way")
+    parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="K=V[,K=V]",
+                        help="another fast row with these FaceConfig overrides (repeatable)")
+    return parser.parse_args(argv)
+
+
+def face_config(profile: str | None, overrides: list[str]) -> FaceConfig:
+    data = dict(load_profile(profile, "oof").get("faces") or {}) if profile else {}
+    for override in overrides:
+        apply_override(data, override)
+    return from_dict(FaceConfig, data, where="faces")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    cfg = face_config(args.profile, args.overrides)
+    root = bench_corpus(args.data)
+    tables = run_benchmark(root, cfg, args.videos, args.formats, naive=not args.no_naive,
+                           variants=tuple(args.variants))
+    pd.set_option("display.width", 200)
+    print(f"FaceConfig: {to_dict(cfg)}")
+    print(f"corpus: {root}  torch threads per process: {DETECT_THREADS}")
+    for name, table in tables.items():
+        print(f"\n== {name} ==\n{table.to_string(index=False, float_format=lambda x: f'{x:.3g}')}")
+    return tables
+
+
+if __name__ == "__main__":
+    main()
