@@ -1,0 +1,326 @@
+"""Level 1: `python pipelines/stack.py` turns an oof run's frame predictions into a submission.
+
+Reads the tables of an oof run (its MLflow artifacts under `tables/`, or a directory), aggregates
+them per video (features.aggregate), scores every ensemble configuration of the sweep by the same
+outer CV over the level-0 folds (meta.evaluate; calibration and clipping are fitted inside each
+outer training part), logs one MLflow run per configuration, refits the best on every OOF video
+and writes the DFDC submission.csv for the test videos, with a diagnostics file saying which
+videos got the prior because no face was seen.
+
+    python pipelines/stack.py [--oof-run RUN_ID] [--oof-dir DIR] [--profile demo|full]
+                              [--set key=value ...] [--tracking-uri URI]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from joblib import Parallel, delayed, parallel_config
+from mlflow.tracking import MlflowClient
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from features.aggregate import AggregateConfig, aggregate, learners_in
+from features.common import atomic_write_parquet, atomic_write_text, to_dict
+from features.datasets import read_test_labels
+from pipelines import stack_mlflow, stack_model, stack_report
+from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config
+from pipelines.stack_sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
+from pipelines.tracking import (MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking,
+                                ui_hint)
+
+TABLES = ("videos", "folds", "faces", "face_status", "frame_preds")
+OPTIONAL_TABLES = ("faces",)  # aggregate works without detections (det_prob_mean is then NaN)
+TABLES_ARTIFACT = "tables"
+OOF_STAGE = "oof"
+OOF_SEARCH_LIMIT = 50  # recent finished oof runs scanned for the latest parent run
+SQLITE_PREFIX = "sqlite:///"
+OPTIMISM_NOTE = ("note: the best configuration is chosen by the same outer CV that scores it, so its "
+                 "CV figure is slightly optimistic; the test-split score is the unbiased check")
+
+
+@dataclass
+class StackConfig:
+    """The stack stage's settings; profiles and --set override these defaults."""
+
+    oof_run_id: str | None = None  # None (and no oof_dir): the latest finished oof parent run
+    oof_dir: str | None = None  # read the tables from this folder instead of MLflow
+    aggregate: AggregateConfig = field(default_factory=AggregateConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    inner_k: int = 3  # inner grouped CV (calibration and clip bounds) inside each outer part
+    seed: int = 0
+    n_jobs: int = 2  # configurations evaluated in parallel (processes); 1 = in this process
+    plots: bool = True  # reliability / ROC / importance per configuration
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
+    output_dir: str | None = None  # None: WORK_DIR/stack
+    test_labels: str | None = None  # a filename,label CSV for the test split (besides the corpus's)
+    print_rows: int | None = None  # comparison rows printed (None: all; the CSV has all)
+
+
+@dataclass
+class StackResult:
+    table: pd.DataFrame  # the comparison table (all configurations x stages)
+    best: SpecResult
+    results: list[SpecResult]
+    video_features: pd.DataFrame
+    submission: pd.DataFrame
+    diagnostics: pd.DataFrame
+    output_dir: Path
+    sweep_run_id: str
+    run_ids: dict[str, str]  # configuration name -> MLflow run id
+    model_uri: str
+    oof_run_id: str | None
+    test_scores: dict[str, float] = field(default_factory=dict)
+
+
+def mlflow_dir_for(tracking_uri: str | None) -> Path | None:
+    """A `sqlite:///<dir>/mlflow.db` URI keeps its artifacts in <dir> (tests: under tmp_path)."""
+    if tracking_uri and tracking_uri.startswith(SQLITE_PREFIX) and tracking_uri.endswith("/mlflow.db"):
+        return Path(tracking_uri[len(SQLITE_PREFIX):]).parent
+    return None
+
+
+def latest_oof_run(client: MlflowClient) -> str:
+    """The id of the newest FINISHED top-level run tagged fakestack.stage=oof."""
+    exp = client.get_experiment_by_name(OOF_EXPERIMENT)
+    if exp is None:
+        raise FileNotFoundError(f"no experiment {OOF_EXPERIMENT!r} in {mlflow.get_tracking_uri()}: run "
+                                "pipelines/oof.py first, or pass --oof-run RUN_ID / --oof-dir DIR")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{stack_mlflow.STAGE_TAG}` = '{OOF_STAGE}' "
+                              "and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
+                              max_results=OOF_SEARCH_LIMIT)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    if not parents:
+        raise FileNotFoundError(f"no finished oof run (tag {stack_mlflow.STAGE_TAG}={OOF_STAGE}) in "
+                                f"{mlflow.get_tracking_uri()}; pass --oof-run RUN_ID or --oof-dir DIR")
+    return parents[0].info.run_id
+
+
+def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    """The oof tables from `folder` (`{name}.parquet`); a missing required one is an error."""
+    tables = {}
+    for name in TABLES:
+        path = folder / f"{name}.parquet"
+        if not path.exists():
+            if name in OPTIONAL_TABLES:
+                tables[name] = None
+                continue
+            raise FileNotFoundError(f"{path}: missing; an oof output holds {', '.join(TABLES)} as parquet")
+        tables[name] = pd.read_parquet(path)
+    return tables
+
+
+def load_tables(cfg: StackConfig, scratch: Path) -> tuple[dict[str, pd.DataFrame], str | None, str]:
+    """(tables, oof run id or None, a description of the source)."""
+    if cfg.oof_dir and cfg.oof_run_id:
+        raise ValueError("give either oof_dir or oof_run_id, not both")
+    if cfg.oof_dir:
+        folder = Path(cfg.oof_dir)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"oof_dir {folder}: not a directory")
+        return read_tables(folder), None, str(folder)
+    run_id = cfg.oof_run_id or latest_oof_run(MlflowClient())
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TABLES_ARTIFACT,
+                                                dst_path=str(scratch))
+    return read_tables(Path(local)), run_id, f"runs:/{run_id}/{TABLES_ARTIFACT}"
+
+
+def _resolve_root(root: str) -> Path:
+    path = Path(root)
+    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+
+
+def split_labels(videos: pd.DataFrame, test_ids: pd.Series, extra_csv: str | None) -> np.ndarray | None:
+    """Labels of the test videos (NaN where unknown) from the videos table, each corpus root's
+    answer file (test_labels.csv) and an optional extra CSV; None when there are none at all."""
+    known = videos.loc[videos["label"].notna(), ["video_id", "label"]]
+    parts = [known]
+    if "root" in videos.columns:
+        parts += [read_test_labels(_resolve_root(r)) for r in videos["root"].dropna().unique()]
+    if extra_csv:
+        parts.append(pd.read_csv(extra_csv).rename(columns={"filename": "video_id"})[["video_id", "label"]])
+    labels = pd.concat([p.astype({"video_id": str, "label": float}) for p in parts if len(p)])
+    labels = labels.drop_duplicates("video_id", keep="last").set_index("video_id")["label"]
+    y = test_ids.map(labels).to_numpy(dtype=float)
+    return y if np.isfinite(y).any() else None
+
+
+def split_features(vf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(labelled OOF videos: fold assigned, test videos: no fold); checks what CV relies on."""
+    oof = vf["fold"].notna()
+    X, X_test = vf.loc[oof].reset_index(drop=True), vf.loc[~oof].reset_index(drop=True)
+    if X["label"].isna().any():
+        bad = X.loc[X["label"].isna(), "video_id"].tolist()[:5]
+        raise ValueError(f"videos with a fold but no label: {bad}")
+    if "group" not in X.columns:
+        raise ValueError("videos table lacks the `group` column the outer CV needs")
+    if X.empty or X["label"].nunique() < 2:
+        raise ValueError(f"need labelled OOF videos of both classes; have {len(X)} ({X['label'].unique()})")
+    return X, X_test
+
+
+def evaluate_all(specs, cfg: StackConfig, X, X_test, y_test, plot_dir: Path, progress: bool,
+                 on_result) -> list[SpecResult]:
+    """Every configuration, one calibration family per task in n_jobs processes; `on_result`
+    (the MLflow logging) runs in this process as results arrive, overlapping the workers; tqdm
+    counts finished configurations. Results come back in the order of `specs`."""
+    y = X["label"].to_numpy(dtype=int)
+    args = (cfg.sweep, X, y, X["fold"].to_numpy(), X["group"].to_numpy(), X_test, y_test,
+            cfg.inner_k, cfg.seed, plot_dir if cfg.plots else None)
+    # one BLAS thread per configuration: the fits are tiny, and threaded BLAS on a few hundred
+    # rows costs more in spin-up than it gains (logreg ~5x slower with default threading)
+    with threadpool_limits(limits=1), parallel_config(backend="loky", inner_max_num_threads=1):
+        if cfg.n_jobs == 1:
+            jobs = (evaluate_family(f, *args) for f in families(specs))
+        else:
+            jobs = Parallel(n_jobs=cfg.n_jobs, return_as="generator_unordered")(
+                delayed(evaluate_family)(f, *args) for f in families(specs))
+        results = []
+        with tqdm(total=len(specs), desc="configurations", unit="cfg", disable=not progress) as bar:
+            for batch in jobs:
+                for res in batch:
+                    on_result(res)
+                results += batch
+                bar.update(len(batch))
+    order = {s.name: i for i, s in enumerate(specs)}
+    return sorted(results, key=lambda r: order[r.spec.name])
+
+
+def choose_best(results: list[SpecResult]) -> SpecResult:
+    """Lowest outer-CV log loss of the final (clipped) stage; ties to the earlier configuration."""
+    return min(results, key=lambda r: r.metrics["cv_log_loss"])
+
+
+def run(cfg: StackConfig, progress: bool = True) -> StackResult:
+    """The whole stage; see the module docstring. Returns what it wrote and logged."""
+    start = time.perf_counter()
+    mlflow_dir = mlflow_dir_for(cfg.tracking_uri)  # None: the repo's mlflow/ folder
+    exp_id = setup_tracking(STACK_EXPERIMENT, cfg.tracking_uri, mlflow_dir or MLFLOW_DIR)
+    out_dir = Path(cfg.output_dir) if cfg.output_dir else WORK_DIR / "stack"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fakestack-stack-") as scratch:
+        scratch = Path(scratch)
+        tables, oof_run_id, source = load_tables(cfg, scratch)
+        resolved = replace(cfg, oof_run_id=oof_run_id)
+        vf = aggregate(tables["frame_preds"], tables["face_status"], tables["videos"], tables["folds"],
+                       cfg.aggregate, faces=tables["faces"])
+        X, X_test = split_features(vf)
+        y_test = split_labels(tables["videos"], X_test["video_id"].astype(str), cfg.test_labels)
+        specs = make_specs(cfg.sweep, _learners(vf))
+        tags = stack_mlflow.common_tags(oof_run_id, source, git_commit())
+        with mlflow.start_run(experiment_id=exp_id, run_name="stack-sweep",
+                              tags={**tags, stack_mlflow.KIND_TAG: "sweep"}) as parent:
+            mlflow.log_params(stack_mlflow.flat_params(to_dict(resolved)))
+            log_child = _ChildLogger(exp_id, parent.info.run_id, tags, resolved)
+            results = evaluate_all(specs, cfg, X, X_test, y_test, scratch / "plots", progress, log_child)
+            best = choose_best(results)
+            run_ids = log_child.run_ids
+            MlflowClient().set_tag(run_ids[best.spec.name], stack_mlflow.BEST_TAG, "true")
+            table = stack_report.comparison_table([row for r in results for row in r.rows])
+            submission, diagnostics = _final_outputs(best, X_test, tables["videos"], tables["folds"])
+            for path in _write_outputs(out_dir, resolved, table, submission, diagnostics, vf):
+                mlflow.log_artifact(str(path))
+            stack_mlflow.log_sweep_summary(best, len(results))
+            info = stack_model.log_ensemble(best.ensemble, vf)
+    test_scores = {k: v for k, v in best.metrics.items() if k.startswith("test_")}
+    result = StackResult(table=table, best=best, results=results, video_features=vf,
+                         submission=submission, diagnostics=diagnostics, output_dir=out_dir,
+                         sweep_run_id=parent.info.run_id, run_ids=run_ids, model_uri=info.model_uri,
+                         oof_run_id=oof_run_id, test_scores=test_scores)
+    if progress:
+        print(summary(result, cfg, time.perf_counter() - start))
+    return result
+
+
+def _learners(vf: pd.DataFrame) -> list[str]:
+    found = learners_in(vf)
+    if not found:
+        raise ValueError("video_features has no learner columns: frame_preds is empty")
+    return found
+
+
+class _ChildLogger:
+    """Logs one configuration's MLflow run per call; remembers run ids by configuration name."""
+
+    def __init__(self, exp_id: str, parent_id: str, tags: dict[str, str], resolved: StackConfig):
+        self.client, self.exp_id, self.parent_id, self.tags = MlflowClient(), exp_id, parent_id, tags
+        self.shared = {"inner_k": str(resolved.inner_k), "seed": str(resolved.seed),
+                       "target_prior": str(resolved.sweep.target_prior),
+                       "clip_grid": str(list(resolved.sweep.clip_grid))}
+        self.run_ids: dict[str, str] = {}
+
+    def __call__(self, res: SpecResult) -> None:
+        self.run_ids[res.spec.name] = stack_mlflow.log_spec_run(
+            self.client, self.exp_id, self.parent_id, res, self.tags, self.shared)
+
+
+def _final_outputs(best: SpecResult, X_test, videos, folds) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """submission.csv and diagnostics.csv of the best configuration; the submission is checked
+    against the videos and folds tables themselves (every video without a fold, once)."""
+    prob = best.test_stages[FINAL_STAGE]
+    submission = stack_report.build_submission(X_test["video_id"], prob)
+    in_oof = videos["video_id"].isin(folds.loc[folds["fold"].notna(), "video_id"])
+    stack_report.check_submission(submission, videos, ~in_oof)
+    diagnostics = stack_report.build_diagnostics(X_test, prob, best.test_no_face, best.ensemble.prior_)
+    return submission, diagnostics
+
+
+def _write_outputs(out_dir: Path, resolved: StackConfig, table, submission, diagnostics, vf) -> list[Path]:
+    return [
+        atomic_write_text(yaml.safe_dump(to_dict(resolved), sort_keys=False), out_dir / "config.yaml"),
+        atomic_write_text(table.to_csv(index=False), out_dir / "comparison.csv"),
+        atomic_write_text(submission.to_csv(index=False), out_dir / "submission.csv"),
+        atomic_write_text(diagnostics.to_csv(index=False), out_dir / "diagnostics.csv"),
+        atomic_write_parquet(vf, out_dir / "video_features.parquet"),
+    ]
+
+
+def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
+    """What the user needs at the end: table, best config, CV vs test, where things are."""
+    best = res.best
+    lines = ["", "comparison (outer CV over the level-0 folds, sorted by log loss):",
+             stack_report.format_table(res.table, cfg.print_rows), "",
+             f"best configuration: {best.spec.name}  (refit clip bounds {best.ensemble.clip_bounds_})",
+             f"  outer-CV log loss {best.metrics['cv_log_loss']:.4f}  AUC {best.metrics['cv_auc']:.4f}",
+             f"  {OPTIMISM_NOTE}"]
+    if res.test_scores:
+        lines.append(f"  test split: log loss {res.test_scores['test_log_loss']:.4f}  "
+                     f"AUC {res.test_scores['test_auc']:.4f}")
+    else:
+        lines.append("  test split: no labels found (no test_labels.csv); nothing to score")
+    n_imputed = int(res.diagnostics["imputed"].sum())
+    lines += [f"submission: {res.output_dir / 'submission.csv'} ({len(res.submission)} test videos, "
+              f"{n_imputed} without faces got the prior; see diagnostics.csv)",
+              f"MLflow: sweep run {res.sweep_run_id} with {len(res.run_ids)} configuration runs; "
+              f"model {res.model_uri}",
+              f"  {ui_hint()}", f"done in {seconds:.1f} s"]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--oof-run", dest="oof_run_id", help="MLflow run id of the oof run to read")
+    parser.add_argument("--oof-dir", help="read the oof tables from this folder instead of MLflow")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local sqlite under mlflow/)")
+    add_config_args(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> StackResult:
+    args = parse_args(argv)
+    cfg = build_config(StackConfig, "stack", args.profile, args.overrides)
+    # set directly, not as --set strings: a run id such as "12e345" would parse as a number
+    flags = {k: getattr(args, k) for k in ("oof_run_id", "oof_dir", "tracking_uri") if getattr(args, k)}
+    return run(replace(cfg, **flags))
+
+
+if __name__ == "__main__":
+    main()
