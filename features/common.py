@@ -146,6 +146,16 @@ def config_hash(*parts: Any) -> str:
     return h.hexdigest()[:HASH_CHARS]
 
 
+def _default_mode() -> int:
+    """0666 less the process umask, as open() would create a file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_DEFAULT_MODE = _default_mode()
+
+
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     """Write via `write(tmp)` to a temp file beside `path`, then rename: a file that exists is whole."""
     path = Path(path)
@@ -155,6 +165,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, _DEFAULT_MODE)  # mkstemp makes files 0600; results are ordinary files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -1,0 +1,61 @@
+"""The generator's one typed config: corpus size, video formats, camera and artifact distributions.
+
+Defaults are the demo corpus, sized so the demo profile's whole pipeline (face extraction, five CNN
+learners x 3 folds, stacking) runs in minutes on 2 CPU cores. Every distribution that sets how hard
+the fakes are is a field here, so difficulty can be tuned without touching the renderer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    seed: int = 0
+    n_originals: int = 44  # train originals (distinct identities)
+    n_test_originals: int = 8  # held-out originals; they and their fakes form the test split
+    fakes_per_original: tuple[int, int] = (4, 5)  # inclusive range
+    donor_pool_extra: int = 8  # donor-only identities per split, besides the split's originals
+    n_frames: int = 48
+    fps_choices: tuple[int, ...] = (15, 24, 25, 30)
+    landscape_sizes: tuple[tuple[int, int], ...] = ((320, 240), (360, 270), (384, 288))  # (w, h)
+    portrait_sizes: tuple[tuple[int, int], ...] = ((240, 320), (270, 360))
+    portrait_share: float = 0.2
+    face_height_range: tuple[float, float] = (0.34, 0.46)  # face height / frame short side
+    two_person_share: float = 0.1  # of landscape videos
+    exit_share: float = 0.12  # videos where the face leaves the frame for a few frames
+    # camera, applied alike to an original and its fakes
+    noise_sigma_range: tuple[float, float] = (0.5, 4.0)
+    blur_sigma_range: tuple[float, float] = (0.0, 0.8)
+    jpeg_quality_range: tuple[int, int] = (60, 95)
+    # artifact strengths of the fakes
+    invisible_share: float = 0.2  # fakes with every strength in [0, invisible_max]
+    invisible_max: float = 0.05
+    artifact_presence: float = 0.6  # chance that a visible fake carries a given artifact
+    strength_power: float = 1.5  # strength = max * U(0,1)**power: > 1 skews towards subtle
+    seam_max: float = 1.0
+    colour_max: float = 1.0
+    resolution_max: float = 1.0
+    flicker_max: float = 1.0
+    workers: int = 1  # processes; does not change the output
+
+    def __post_init__(self) -> None:
+        lo, hi = self.fakes_per_original
+        if not 0 <= lo <= hi:
+            raise ValueError(f"fakes_per_original must be (lo, hi) with 0 <= lo <= hi, got {self.fakes_per_original}")
+        if self.n_originals < 1 or self.n_test_originals < 0 or self.n_frames < 1:
+            raise ValueError("n_originals >= 1, n_test_originals >= 0 and n_frames >= 1 are required")
+
+    @classmethod
+    def tiny(cls, **overrides) -> "SynthConfig":
+        """A corpus small enough for unit tests of any stage: 2 train + 1 test original."""
+        base = dict(n_originals=2, n_test_originals=1, n_frames=12, fps_choices=(15,),
+                    landscape_sizes=((256, 192), (288, 216)), portrait_sizes=((192, 256),),
+                    donor_pool_extra=2)
+        base.update(overrides)
+        return cls(**base)
+
+    def replace(self, **changes) -> "SynthConfig":
+        return dataclasses.replace(self, **changes)
