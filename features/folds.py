@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 TEST_SPLIT = "test"  # videos of this split never get a fold: they are scored, not validated on
 MIN_FOLDS = 2
 MAX_LISTED = 5  # groups/videos quoted in one error message
+MAX_IDS_PER_GROUP = 3  # video ids quoted per side of one mixed train/test group
 
 
 class FoldError(ValueError):
@@ -122,7 +123,8 @@ def check_folds(videos: pd.DataFrame, folds: pd.DataFrame) -> None:
     """Raise AssertionError (explicitly, so `python -O` keeps it) if the folds could leak.
 
     Checks: one folds row per video; no group (nor any video -- original pair) in two folds;
-    every labelled training video has a fold; no test/unlabelled video has one.
+    every labelled training video has a fold; no test/unlabelled video has one; no group holds
+    both (`_check_held_out_groups`).
     """
     if folds["video_id"].duplicated().any() or set(folds["video_id"]) != set(videos["video_id"]):
         raise AssertionError("folds table must have exactly one row per video of the videos table")
@@ -153,3 +155,27 @@ def check_folds(videos: pd.DataFrame, folds: pd.DataFrame) -> None:
         if mask.any():
             ids = list(table["video_id"][mask])[:MAX_LISTED]
             raise AssertionError(f"{int(mask.sum())} {what}: {ids}")
+    _check_held_out_groups(table)
+
+
+def _check_held_out_groups(table: pd.DataFrame) -> None:
+    """Raise if a group holds both fold-assigned videos and test/unlabelled (fold-less) ones.
+
+    Rule 1 applied to the test split: a test fake whose original (or group mate) was trained on
+    is scored by models that saw its actor and scene, so the test-split score would be
+    optimistic. `table` has fold and group columns and already passed the other checks.
+    """
+    trained = table["fold"].notna().to_numpy()
+    train_groups = set(table.loc[trained, "group"])
+    held_out = table[~trained & table["group"].isin(train_groups).to_numpy()]
+    if held_out.empty:
+        return
+    details = []
+    for group, rows in list(held_out.groupby("group", sort=True))[:MAX_LISTED]:
+        mates = table.loc[trained & table["group"].eq(group).to_numpy(), "video_id"]
+        details.append(f"group {group}: test/unlabelled {list(rows['video_id'])[:MAX_IDS_PER_GROUP]} "
+                       f"with training {list(mates)[:MAX_IDS_PER_GROUP]}")
+    raise AssertionError(
+        f"{held_out['group'].nunique()} group(s) mix fold-assigned training videos with "
+        f"test/unlabelled videos, so the test score would be optimistic (e.g. a test fake whose "
+        f"original is trained on); keep each group on one side: {'; '.join(details)}")

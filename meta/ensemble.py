@@ -7,11 +7,16 @@ fit(X, y, groups) on an outer training part:
   3. clip bounds (clip="cv") are chosen on the calibrated (and prior-shifted) inner OOF;
   4. the meta-learner is refitted on the whole training part.
 So nothing in calibration or clipping ever looks at the rows the outer CV scores (DESIGN.md 3).
+Steps 1 and 4 do not depend on the calibration, so `with_calibration` derives a sibling ensemble
+with another calibrator by redoing only steps 2-3 on the shared inner OOF (a calibration sweep
+then costs one meta-learner fit, not one per calibrator); fit runs the same `_fit_calibration`.
 predict_proba(X) = clip(shift(calibrate(meta.predict_proba(X)))). Videos without faces get the
 training prior at every stage (then shifted and clipped like every row).
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -76,23 +81,55 @@ class StackedEnsemble(ClassifierMixin, BaseEstimator):
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         self.classes_ = np.array([0, 1])
         self.prior_ = float(y.mean())
-        mode = self._clip_mode()
+        self._clip_mode()  # a bad clip or calibration name fails before the costly inner CV
         self.calibrator_ = build_calibrator(self.calibration, **(self.calibration_params or {}))
         self.inner_oof_ = self._inner_oof(X, y, groups) if self._needs_inner() else None
         self.meta_ = self._new_meta().fit(X, y, groups=groups)
+        return self._fit_calibration(X, y)
+
+    def _fit_calibration(self, X, y: np.ndarray) -> StackedEnsemble:
+        """Steps 2-3: fit calibrator_ on the inner OOF and choose clip_bounds_ (needs meta_,
+        prior_, inner_oof_ and an unfitted calibrator_). The one code path for fit and
+        with_calibration, so a derived sibling equals a fresh fit by construction."""
+        mode = self._clip_mode()
+        no_face = self.meta_.no_face_mask(X)
         if self.inner_oof_ is not None:
-            face = ~self.meta_.no_face_mask(X)
-            self.calibrator_.fit(self.inner_oof_[face], y[face])
+            self.calibrator_.fit(self.inner_oof_[~no_face], y[~no_face])
         if mode == "none":
             self.clip_bounds_ = None
         elif mode == "fixed":
             bounds = self.clip if isinstance(self.clip, (tuple, list)) else self.clip_bounds
             self.clip_bounds_ = clipping.check_bounds(bounds)
         else:
-            shifted = self._shift(self._calibrate(self.inner_oof_, self.meta_.no_face_mask(X)))
+            shifted = self._shift(self._calibrate(self.inner_oof_, no_face))
             weights = clipping.prior_weights(y, self.prior_, self.target_prior)
             self.clip_bounds_ = clipping.choose_bounds(shifted, y, self.clip_grid, weights)
         return self
+
+    def with_calibration(self, calibration: str, X, y,
+                         calibration_params: dict | None = None) -> StackedEnsemble:
+        """A new fitted ensemble with another calibrator, predicting exactly what
+        `clone(self).set_params(calibration=..., calibration_params=...).fit(X, y, groups)` would.
+
+        X, y must be the training data this ensemble was fitted on: the fitted meta-learner and
+        inner OOF predictions are shared (not copied), only steps 2-3 are redone. `self` is left
+        unchanged. calibration_params are the new calibrator's own (None: its defaults), since
+        one calibrator's parameters rarely suit another.
+        """
+        check_is_fitted(self, "meta_")
+        if self.inner_oof_ is None:
+            raise ValueError(
+                "with_calibration needs inner OOF predictions: fit the ensemble with a calibration "
+                f"other than 'none' or clip='cv' (this one has calibration={self.calibration!r}, "
+                f"clip={self.clip!r})")
+        y = np.asarray(y, dtype=int)
+        if len(y) != len(self.inner_oof_) or float(y.mean()) != self.prior_:
+            raise ValueError(f"with_calibration needs the training data of fit: got {len(y)} rows "
+                             f"with P(FAKE)={y.mean():.4f}, fitted on {len(self.inner_oof_)} rows "
+                             f"with P(FAKE)={self.prior_:.4f}")
+        sibling = copy.copy(self).set_params(calibration=calibration, calibration_params=calibration_params)
+        sibling.calibrator_ = build_calibrator(calibration, **(calibration_params or {}))
+        return sibling._fit_calibration(X, y)
 
     def _calibrate(self, raw: np.ndarray, no_face: np.ndarray) -> np.ndarray:
         cal = np.asarray(self.calibrator_.transform(raw), dtype=float)

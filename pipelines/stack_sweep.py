@@ -10,7 +10,6 @@ arrays, metrics and plot files, and the pipeline logs them (it may run in a work
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
-from meta.calibration import build_calibrator
-from meta.clipping import DEFAULT_CLIP_BOUNDS, DEFAULT_CLIP_GRID, choose_bounds, prior_weights
+from meta.clipping import DEFAULT_CLIP_BOUNDS, DEFAULT_CLIP_GRID
 from meta.ensemble import STAGES, StackedEnsemble
 from meta.evaluate import comparison_rows, outer_cv_stages
 from meta.metrics import score
@@ -154,11 +152,10 @@ class CalibrationFamily(ClassifierMixin, BaseEstimator):
     """Several StackedEnsembles that differ only in calibration, from ONE fit.
 
     The meta-learner's inner OOF predictions and its refit do not depend on the calibration, so
-    the family fits one StackedEnsemble and derives each sibling by fitting only its calibrator
-    and clip bounds on the shared inner OOF, exactly as StackedEnsemble.fit does (a test checks
-    that every sibling equals a StackedEnsemble fitted on its own). It is an estimator, so
-    meta.evaluate's outer CV (and its group-leak assertion) runs it like any other;
-    predict_stages returns "{calibration}|{stage}" keys.
+    the family fits one StackedEnsemble (with a calibrator, so the inner OOF exists) and derives
+    every sibling with StackedEnsemble.with_calibration. It is an estimator, so meta.evaluate's
+    outer CV (and its group-leak assertion) runs it like any other; predict_stages returns
+    "{calibration}|{stage}" keys.
     """
 
     def __init__(self, ensemble: StackedEnsemble | None = None, calibrations: tuple[str, ...] = ("none",)):
@@ -170,7 +167,7 @@ class CalibrationFamily(ClassifierMixin, BaseEstimator):
         needs_inner = [c for c in self.calibrations if c != "none"]
         first = needs_inner[0] if needs_inner else self.calibrations[0]
         base = clone(self.ensemble).set_params(calibration=first).fit(X, y, groups=groups)
-        self.members_ = {c: base if c == first else _sibling(base, c, X, y) for c in self.calibrations}
+        self.members_ = {c: base if c == first else base.with_calibration(c, X, y) for c in self.calibrations}
         self.classes_ = base.classes_
         return self
 
@@ -179,23 +176,6 @@ class CalibrationFamily(ClassifierMixin, BaseEstimator):
 
     def no_face_mask(self, X) -> np.ndarray:
         return next(iter(self.members_.values())).no_face_mask(X)
-
-
-def _sibling(base: StackedEnsemble, calibration: str, X, y) -> StackedEnsemble:
-    """`base` with another calibrator (and the clip bounds that go with it), meta-learner shared.
-    Mirrors steps 2-3 of StackedEnsemble.fit on base's inner OOF predictions."""
-    sib = copy.copy(base).set_params(calibration=calibration)
-    sib.calibrator_ = build_calibrator(calibration, **(sib.calibration_params or {}))
-    no_face = base.meta_.no_face_mask(X)
-    if base.inner_oof_ is not None:
-        sib.calibrator_.fit(base.inner_oof_[~no_face], y[~no_face])
-    elif calibration != "none":
-        raise ValueError("a calibrated sibling needs the base ensemble's inner OOF predictions")
-    if sib._clip_mode() == "cv":
-        shifted = sib._shift(sib._calibrate(base.inner_oof_, no_face))
-        weights = prior_weights(y, sib.prior_, sib.target_prior)
-        sib.clip_bounds_ = choose_bounds(shifted, y, sib.clip_grid, weights)
-    return sib
 
 
 def families(specs: list[EnsembleSpec]) -> list[list[EnsembleSpec]]:

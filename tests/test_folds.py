@@ -179,6 +179,35 @@ def test_check_folds_catches_missing_and_extra_folds(videos, video_id, fold, mat
         check_folds(videos, folds.iloc[1:])
 
 
+MIXED_MESSAGE = r"group {group}: test/unlabelled \[{held}\] with training \['fake00_\d\.mp4'"
+
+
+def test_check_folds_names_a_test_video_that_shares_a_group_with_training(tmp_path):
+    """A test fake whose original is a training video: made through read_corpora's own groups."""
+    root = write_corpus(tmp_path / "train")
+    entries = json.loads((root / METADATA_NAME).read_text())
+    entries["test00.mp4"]["original"] = "orig00.mp4"
+    (root / METADATA_NAME).write_text(json.dumps(entries))
+    linked = read_corpora([root])
+    group = linked.loc[linked["video_id"] == "orig00.mp4", "group"].iloc[0]
+    match = MIXED_MESSAGE.format(group=group, held="'test00.mp4'")
+    with pytest.raises(AssertionError, match=match):
+        make_folds(linked, FoldConfig(k=3, seed=0))  # make_folds checks its own output
+    missed = linked.copy()  # folds drawn by a caller that missed the link
+    missed.loc[missed["video_id"] == "test00.mp4", "group"] = linked["group"].max() + 1
+    folds = make_folds(missed, FoldConfig(k=3, seed=0))
+    with pytest.raises(AssertionError, match=match):
+        check_folds(linked, folds)
+
+
+def test_check_folds_names_an_unlabelled_video_in_a_training_group(videos):
+    unlabelled = videos.copy()
+    unlabelled.loc[unlabelled["video_id"] == "fake00_0.mp4", "label"] = pd.NA
+    group = unlabelled.loc[unlabelled["video_id"] == "orig00.mp4", "group"].iloc[0]
+    with pytest.raises(AssertionError, match=MIXED_MESSAGE.format(group=group, held="'fake00_0.mp4'")):
+        make_folds(unlabelled, FoldConfig(k=3, seed=0))
+
+
 def test_embedded_corpus_never_splits_a_fake_from_its_original(tmp_path):
     """The issue's property on the generator's own corpus (kept tiny: 6 originals, few frames)."""
     from features.synth import SynthConfig, generate_corpus
@@ -189,9 +218,17 @@ def test_embedded_corpus_never_splits_a_fake_from_its_original(tmp_path):
     assert videos["original"].notna().any()
     test_ids = set(videos.loc[videos["split"] == "test", "video_id"])
     assert test_ids and set(read_test_labels(root)["video_id"]) == test_ids  # answers kept apart
+    is_test = videos["split"].eq("test")
+    assert not set(videos.loc[is_test, "group"]) & set(videos.loc[~is_test, "group"])  # own originals
     for seed in range(3):
         fold_cfg = FoldConfig(k=3, seed=seed)
         folds = make_folds(videos, fold_cfg)
         assert folds["fold"][videos["split"].eq("test").to_numpy()].isna().all()
         assert n_split_pairs(videos, folds["fold"]) == 0
         assert n_split_pairs(videos, plain_kfold(videos, fold_cfg)) > 0
+        check_folds(videos, folds)  # the test-split guard stays quiet on this layout ...
+    linked = videos.copy()  # ... and fires once one test video joins a training group
+    test_video = videos.loc[is_test, "video_id"].iloc[0]
+    linked.loc[linked["video_id"] == test_video, "group"] = videos.loc[~is_test, "group"].iloc[0]
+    with pytest.raises(AssertionError, match=f"test/unlabelled \\['{test_video}'\\]"):
+        check_folds(linked, folds)

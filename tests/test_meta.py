@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.special import expit, logit
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import estimator_checks as checks
 
 from features.aggregate import stat_kind
@@ -17,7 +18,7 @@ from meta.calibration import CALIBRATORS, build_calibrator, prior_shift
 from meta.ensemble import STAGES, StackedEnsemble
 from meta.learners import META_LEARNERS, build_meta
 from meta.metrics import balanced_log_loss, ece, log_loss, reliability_curve, score
-from meta.toy import toy_video_features
+from meta.toy import TOY_LEARNERS, toy_video_features
 
 PARAMS = {"single": {"learner": "good"}}  # per-name params every registered learner needs
 
@@ -256,3 +257,47 @@ def test_inner_cv_respects_groups(toy, monkeypatch):
     StackedEnsemble(meta="logreg", calibration="isotonic", inner_k=3).fit(vf, y, groups)
     inner = [(fit, scored) for fit, scored in seen if fit != set(groups)]
     assert len(inner) == 3 and all(not (fit & scored) for fit, scored in inner)
+
+
+# -- with_calibration: one meta-learner fit, every calibrator -----------------------------------
+SWEEP_CALIBRATIONS = ("none", "platt", "isotonic", "temperature")
+SMALL_LGBM = {"n_estimators": 20, "min_child_samples": 5}  # a tiny forest keeps the test fast
+
+
+def _clip_cv_ensemble(meta: str, **kw) -> StackedEnsemble:
+    params = {"learners": list(TOY_LEARNERS), **(SMALL_LGBM if meta == "lgbm" else {})}
+    return StackedEnsemble(meta=meta, meta_params=params, clip="cv", inner_k=3, seed=0, **kw)
+
+
+@pytest.mark.parametrize("meta", ["lgbm", "logreg", "caruana"])
+def test_with_calibration_equals_a_separately_fitted_ensemble(meta):
+    vf = toy_video_features(n_videos=90, no_face_every=15, seed=1)
+    X, y, groups = vf, vf["label"].to_numpy(int), vf["group"].to_numpy()
+    base = _clip_cv_ensemble(meta, calibration="platt").fit(X, y, groups=groups)
+    before = base.predict_stages(X)
+    for cal in SWEEP_CALIBRATIONS:
+        derived = base.with_calibration(cal, X, y)
+        alone = _clip_cv_ensemble(meta, calibration=cal).fit(X, y, groups=groups)
+        assert derived.get_params() == alone.get_params() and derived.calibration == cal
+        assert derived.meta_ is base.meta_  # shared, not refitted
+        assert derived.clip_bounds_ == alone.clip_bounds_
+        got, want = derived.predict_stages(X), alone.predict_stages(X)
+        for stage in want:
+            np.testing.assert_allclose(got[stage], want[stage], rtol=0, atol=1e-12)
+    assert base.calibration == "platt"  # the source ensemble is untouched
+    for stage, p in base.predict_stages(X).items():
+        assert np.array_equal(p, before[stage])
+
+
+def test_with_calibration_needs_inner_oof_and_the_training_data(toy):
+    vf, y, groups = toy
+    plain = StackedEnsemble(meta="logreg").fit(vf, y, groups)
+    with pytest.raises(ValueError, match="needs inner OOF.*calibration='none'"):
+        plain.with_calibration("platt", vf, y)
+    with pytest.raises(NotFittedError):
+        StackedEnsemble(meta="logreg").with_calibration("platt", vf, y)
+    fitted = StackedEnsemble(meta="logreg", calibration="platt").fit(vf, y, groups)
+    with pytest.raises(ValueError, match="training data of fit"):
+        fitted.with_calibration("isotonic", vf.iloc[1:], y[1:])
+    with pytest.raises(KeyError, match="valid"):
+        fitted.with_calibration("bogus", vf, y)
