@@ -14,15 +14,6 @@ ALL = ["meso4", "mesoinception4", "resnext", "xception", "efficientnet"]
 SIZE = 64  # the demo input size; the MesoNets' pooling needs >= 32
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models: one thread is as fast and avoids thrashing when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def light(name: str, **kw) -> LearnerConfig:
     return LearnerConfig(name=name, variant=LIGHT_VARIANTS.get(name), input_size=SIZE, **kw)
 

@@ -22,15 +22,6 @@ P_FIELDS = [f.name for f in dataclasses.fields(AugmentConfig) if f.name.startswi
 NO_AUG = AugmentConfig(**{name: 0.0 for name in P_FIELDS})
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models: one thread is as fast and avoids thrashing when the CPU is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy(n: int = 32, seed: int = 0, fake_frac: float = 0.5):
     """Noise crops; FAKE ones carry a bright square (easily separable). Two crops per group."""
     rng = np.random.default_rng(seed)
