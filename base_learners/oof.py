@@ -1,0 +1,389 @@
+"""Out-of-fold level-0 predictions: every learner x fold unit trained, checkpointed and resumable.
+
+A unit (learner, fold k) trains on the faces of the videos in the other folds (frame label = video
+label), then predicts every face of fold k (the OOF rows) and every face of the unlabelled/test
+videos. A learner's test rows are the mean logit over its fold models (DESIGN.md rule 4). No number
+computed on fold k steers the unit that predicts it (rule 2): fit sees only the training folds.
+
+Resumable: a unit's outputs live in a folder named by a content hash of everything that decides
+them (learner and train config, unit seed, the frames table with labels and folds, the crop cache
+key). They are written atomically, checkpoint first and metrics.json last, so a folder with a
+metrics.json is a finished unit: on rerun it is loaded, not trained. Unit seeds derive from
+(global seed, learner, fold), so the order of units and interruptions do not change any result.
+
+No MLflow here (library code): the caller observes units through `unit_scope` hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit
+from sklearn.metrics import log_loss, roc_auc_score
+from tqdm.auto import tqdm
+
+from base_learners.registry import LearnerConfig, build_learner
+from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
+from features.common import (
+    ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict,
+    to_dict,
+)
+
+FACE_KEY = ["video_id", "frame_idx", "face_idx"]
+FRAME_PREDS_COLUMNS = ["video_id", "frame_idx", "face_idx", "learner", "fold", "logit", "prob"]
+UNIT_FILES = ("model.pt", "preds.parquet", "metrics.json")  # written in this order; the last marks done
+SEED_MODULUS = 2**31 - 1  # unit seeds must fit torch/numpy seed ranges
+ROLE_OOF, ROLE_TEST = "oof", "test"
+
+
+class OOFIntegrityError(AssertionError):
+    """The OOF predictions break the out-of-fold promise (missing, duplicated or leaked rows)."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    learner: str  # the learner's name in the tables (the key of the learners mapping)
+    fold: int
+    seed: int
+    key: str
+    dir: Path
+
+
+@dataclass
+class UnitResult:
+    unit: Unit
+    cached: bool
+    preds: pd.DataFrame  # video_id, frame_idx, face_idx, role, fold_model, logit
+    info: dict  # the unit's metrics.json: history, metrics, train_video_ids, sizes, seconds
+    seconds: float  # wall time of this call (training or loading)
+
+
+@dataclass
+class OOFResult:
+    frame_preds: pd.DataFrame
+    units: list[UnitResult] = field(default_factory=list)
+
+
+class UnitHooks(Protocol):
+    """What the caller learns about one unit (the pipeline maps it onto a nested MLflow run)."""
+
+    def on_epoch(self, epoch: int, metrics: dict) -> None: ...
+
+    def on_done(self, result: UnitResult) -> None: ...
+
+
+class _NoHooks:
+    def on_epoch(self, epoch: int, metrics: dict) -> None:
+        pass
+
+    def on_done(self, result: UnitResult) -> None:
+        pass
+
+
+UnitScope = Callable[[Unit], AbstractContextManager[UnitHooks]]
+
+
+def _no_scope(unit: Unit) -> AbstractContextManager[UnitHooks]:
+    return nullcontext(_NoHooks())
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def frames_table(faces: pd.DataFrame, videos: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
+    """One row per face with its video's label, group and fold; sorted by (video, frame, face).
+
+    Rows with a fold are OOF/training rows; rows without one (test split, unlabelled) are test rows,
+    scored by every fold model. A fold without a label cannot be trained on, so it is an error.
+    """
+    frames = faces[FACE_KEY + ["crop_idx"]].merge(
+        videos[["video_id", "label", "group"]], on="video_id", how="left", validate="many_to_one"
+    ).merge(folds[["video_id", "fold"]], on="video_id", how="left", validate="many_to_one")
+    unknown = frames.loc[frames["group"].isna(), "video_id"].unique()
+    if len(unknown):
+        raise ValueError(f"faces table has videos absent from the videos table: {list(unknown[:5])}")
+    bad = frames["label"].isna() & frames["fold"].notna()
+    if bad.any():
+        raise ValueError(f"videos with a fold but no label: {list(frames.loc[bad, 'video_id'].unique()[:5])}")
+    if frames.duplicated(FACE_KEY).any():
+        raise ValueError("faces table has duplicate (video_id, frame_idx, face_idx) rows")
+    return frames.sort_values(FACE_KEY, kind="stable").reset_index(drop=True)
+
+
+def gather_crops(frames: pd.DataFrame, crops_dir: Path, load: Callable[[Path, str], np.ndarray]) -> np.ndarray:
+    """All crops stacked in `frames` row order (the face cache stores one array per video).
+
+    Held in memory: fine for the embedded corpus and a few hundred videos at 380 px; a DFDC-scale
+    corpus would need a lazy (memory-mapped) crop source instead.
+    """
+    crop_idx = frames["crop_idx"].to_numpy()
+    out = None
+    for video_id, rows in frames.groupby("video_id", sort=False).indices.items():
+        crops = load(crops_dir, video_id)
+        idx = crop_idx[rows]
+        if idx.max() >= len(crops):
+            raise ValueError(f"{crops_dir}: crops of {video_id!r} have {len(crops)} rows, faces table wants {idx.max() + 1}")
+        if out is None:
+            out = np.empty((len(frames),) + crops.shape[1:], dtype=crops.dtype)
+        out[rows] = crops[idx]
+    if out is None:
+        raise ValueError("no faces at all: nothing to train on (see the face_status table)")
+    return out
+
+
+def merge_train_config(base: TrainConfig, override: dict[str, Any] | None, where: str) -> TrainConfig:
+    """`base` with a (possibly nested) partial override, validated like any config."""
+
+    def deep(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = deep(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return out
+
+    return from_dict(TrainConfig, deep(to_dict(base), override or {}), where=where)
+
+
+def unit_seed(seed: int, learner: str, fold: int) -> int:
+    """A seed per unit from (global seed, learner, fold): independent of the order units run in."""
+    return int(config_hash("unit-seed", seed, learner, fold), 16) % SEED_MODULUS
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _safe_auc(y: np.ndarray, p: np.ndarray) -> float:
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def _safe_log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    return float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan")
+
+
+def video_probs(preds: pd.DataFrame) -> pd.DataFrame:
+    """Video-level P(FAKE) = mean of its frame probabilities (the simple DFDC baseline)."""
+    return preds.groupby("video_id", sort=True).agg(prob=("prob", "mean"), label=("label", "first")).reset_index()
+
+
+def score_preds(preds: pd.DataFrame) -> dict[str, float]:
+    """Frame- and video-level log loss and AUC of rows with `label` and `prob` columns."""
+    y, p = preds["label"].to_numpy(int), preds["prob"].to_numpy(float)
+    vid = video_probs(preds)
+    yv, pv = vid["label"].to_numpy(int), vid["prob"].to_numpy(float)
+    return {
+        "frame_log_loss": _safe_log_loss(y, p),
+        "frame_auc": _safe_auc(y, p),
+        "video_log_loss": _safe_log_loss(yv, pv),
+        "video_auc": _safe_auc(yv, pv),
+        "n_frames": float(len(y)),
+        "n_videos": float(len(yv)),
+    }
+
+
+def prior_log_loss(frame_preds: pd.DataFrame, videos: pd.DataFrame) -> float:
+    """Video log loss of the constant prior, each fold scored with the other folds' fake rate.
+
+    Over the same videos the learners are scored on (those with OOF rows), so the comparison is
+    like for like and the prior itself never sees the fold it scores.
+    """
+    oof = frame_preds[frame_preds["fold"].notna()].drop_duplicates("video_id")[["video_id", "fold"]]
+    vid = oof.merge(videos[["video_id", "label"]], on="video_id")
+    probs = np.empty(len(vid))
+    for k in vid["fold"].unique():
+        held = (vid["fold"] == k).to_numpy()
+        probs[held] = vid.loc[~held, "label"].astype(float).mean() if (~held).any() else 0.5
+    return _safe_log_loss(vid["label"].to_numpy(int), probs)
+
+
+# ---------------------------------------------------------------- units
+
+
+def plan_units(
+    frames: pd.DataFrame,
+    learners: dict[str, LearnerConfig],
+    train_cfgs: dict[str, TrainConfig],
+    units_dir: Path,
+    crops_key: str,
+) -> list[Unit]:
+    """Every learner x fold unit with its seed and cache key (nothing is trained here)."""
+    folds = sorted(int(k) for k in frames["fold"].dropna().unique())
+    if len(folds) < 2:
+        raise ValueError(f"out-of-fold training needs at least 2 folds with faces; got {folds}")
+    data_key = config_hash(frames.astype({"fold": "float64", "label": "float64"}), crops_key)
+    units = []
+    for name, lcfg in learners.items():
+        for k in folds:
+            seed = unit_seed(train_cfgs[name].seed, name, k)
+            tcfg = dataclasses.replace(train_cfgs[name], seed=seed)
+            key = config_hash(lcfg, tcfg, k, data_key)
+            units.append(Unit(name, k, seed, key, Path(units_dir) / name / f"fold{k}-{key}"))
+    return units
+
+
+def _load_unit(unit: Unit) -> UnitResult | None:
+    """The finished unit's outputs, or None when it has not finished (or belongs to other inputs)."""
+    metrics_path = unit.dir / UNIT_FILES[-1]
+    if not metrics_path.exists():
+        return None
+    t0 = time.perf_counter()
+    info = json.loads(metrics_path.read_text())
+    if info.get("key") != unit.key:
+        return None
+    preds = pd.read_parquet(unit.dir / UNIT_FILES[1])
+    return UnitResult(unit, True, preds, info, time.perf_counter() - t0)
+
+
+def _unit_preds(frames: pd.DataFrame, rows: np.ndarray, logits: np.ndarray, role: str, fold: int) -> pd.DataFrame:
+    out = frames.loc[rows, FACE_KEY].reset_index(drop=True)
+    out["role"] = role
+    out["fold_model"] = fold
+    out["logit"] = logits.astype(np.float32)
+    return out
+
+
+def train_unit(
+    unit: Unit,
+    frames: pd.DataFrame,
+    crops: np.ndarray,
+    lcfg: LearnerConfig,
+    tcfg: TrainConfig,
+    hooks: UnitHooks,
+    progress: bool = True,
+) -> UnitResult:
+    """Train one fold model, predict its held-out fold and the test faces, write the unit atomically."""
+    t0 = time.perf_counter()
+    tcfg = dataclasses.replace(tcfg, seed=unit.seed)
+    fold = frames["fold"]
+    train_rows = np.flatnonzero((fold.notna() & (fold != unit.fold)).to_numpy())
+    oof_rows = np.flatnonzero((fold == unit.fold).fillna(False).to_numpy())
+    test_rows = np.flatnonzero(fold.isna().to_numpy())
+    if len(train_rows) == 0:
+        raise ValueError(f"unit {unit.learner}/fold{unit.fold}: no training faces in the other folds")
+    seed_everything(unit.seed)
+    model = build_learner(lcfg)
+    result = fit(
+        model, crops[train_rows], frames["label"].to_numpy(dtype="float64", na_value=np.nan)[train_rows].astype(np.int64),
+        frames["group"].to_numpy()[train_rows], tcfg, on_epoch=hooks.on_epoch, progress=progress,
+    )
+    model = result.model
+    preds = pd.concat([
+        _unit_preds(frames, oof_rows, predict_logits(model, crops[oof_rows], tcfg), ROLE_OOF, unit.fold),
+        _unit_preds(frames, test_rows, predict_logits(model, crops[test_rows], tcfg), ROLE_TEST, unit.fold),
+    ], ignore_index=True)
+    scored = preds[preds["role"] == ROLE_OOF].merge(frames[FACE_KEY + ["label"]], on=FACE_KEY)
+    scored["prob"] = expit(scored["logit"].astype(np.float64))
+    info = {
+        "key": unit.key, "learner": unit.learner, "fold": unit.fold, "seed": unit.seed,
+        "learner_config": to_dict(lcfg), "train_config": to_dict(tcfg),
+        "history": result.history, "best_epoch": result.best_epoch,
+        "metrics": score_preds(scored) if len(scored) else {},
+        "train_video_ids": sorted(set(frames["video_id"].to_numpy()[train_rows].astype(str))),
+        "n_train": int(len(train_rows)), "n_oof": int(len(oof_rows)), "n_test": int(len(test_rows)),
+        "train_seconds": time.perf_counter() - t0,
+    }
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_write_with(unit.dir / UNIT_FILES[0], lambda p: torch.save(state, p))
+    atomic_write_parquet(preds, unit.dir / UNIT_FILES[1])
+    atomic_write_json(info, unit.dir / UNIT_FILES[2])
+    return UnitResult(unit, False, preds, info, time.perf_counter() - t0)
+
+
+def load_unit_model(unit_dir: Path, lcfg: LearnerConfig) -> torch.nn.Module:
+    """A unit's fold model back from its checkpoint (state dict, loaded with weights_only=True)."""
+    model = build_learner(lcfg)
+    model.load_state_dict(torch.load(Path(unit_dir) / UNIT_FILES[0], map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+# ---------------------------------------------------------------- the whole stage
+
+
+def combine(frames: pd.DataFrame, results: list[UnitResult]) -> pd.DataFrame:
+    """frame_preds: OOF rows as predicted; test rows = mean logit over the learner's fold models."""
+    tables = []
+    for r in results:
+        t = r.preds.copy()
+        t["learner"] = r.unit.learner
+        tables.append(t)
+    allp = pd.concat(tables, ignore_index=True)
+    allp["logit"] = allp["logit"].astype(np.float64)  # average in float64
+    oof = allp[allp["role"] == ROLE_OOF].assign(fold=lambda d: d["fold_model"].astype("Int64"))
+    test = allp[allp["role"] == ROLE_TEST].groupby(["learner"] + FACE_KEY, sort=True)["logit"].mean().reset_index()
+    test["fold"] = pd.array([pd.NA] * len(test), dtype="Int64")
+    out = pd.concat([oof, test], ignore_index=True)
+    out["prob"] = expit(out["logit"])
+    out = out[FRAME_PREDS_COLUMNS].sort_values(["learner"] + FACE_KEY, kind="stable")
+    return out.reset_index(drop=True)
+
+
+def check_oof(frame_preds: pd.DataFrame, frames: pd.DataFrame, results: list[UnitResult]) -> None:
+    """Raise OOFIntegrityError unless every labelled face has exactly one OOF row per learner, from a
+    model whose training videos exclude its video, and every test face one row per learner averaged
+    over all of that learner's fold models."""
+    n_folds = frames["fold"].nunique()
+    labelled = frames[frames["fold"].notna()]
+    test = frames[frames["fold"].isna()]
+    trained_on = {(r.unit.learner, r.unit.fold): set(r.info["train_video_ids"]) for r in results}
+    for learner, rows in frame_preds.groupby("learner"):
+        oof = rows[rows["fold"].notna()].merge(labelled[FACE_KEY + ["fold"]], on=FACE_KEY, how="outer",
+                                              suffixes=("", "_true"), indicator=True)
+        if (oof["_merge"] != "both").any() or oof.duplicated(FACE_KEY).any():
+            raise OOFIntegrityError(f"{learner}: OOF rows do not cover each labelled face exactly once")
+        if (oof["fold"] != oof["fold_true"]).any():
+            raise OOFIntegrityError(f"{learner}: OOF rows predicted by the wrong fold's model")
+        for k, part in oof.groupby("fold"):
+            leaked = trained_on[(learner, int(k))] & set(part["video_id"])
+            if leaked:
+                raise OOFIntegrityError(f"{learner}/fold{k}: predicted videos it trained on: {sorted(leaked)[:5]}")
+        t = rows[rows["fold"].isna()]
+        if len(t) != len(test) or not t.set_index(FACE_KEY).index.sort_values().equals(
+                test.set_index(FACE_KEY).index.sort_values()):
+            raise OOFIntegrityError(f"{learner}: test rows do not cover each test face exactly once")
+        models = [r for r in results if r.unit.learner == learner]
+        if len(models) != n_folds:
+            raise OOFIntegrityError(f"{learner}: {len(models)} fold models for {n_folds} folds")
+
+
+def run_oof(
+    frames: pd.DataFrame,
+    crops: np.ndarray,
+    learners: dict[str, LearnerConfig],
+    train_cfgs: dict[str, TrainConfig],
+    units_dir: Path,
+    crops_key: str,
+    unit_scope: UnitScope = _no_scope,
+    progress: bool = True,
+) -> OOFResult:
+    """Run (or load) every learner x fold unit and combine them into the checked frame_preds table.
+
+    `frames` comes from `frames_table` and `crops` is aligned to its rows (`gather_crops`);
+    `train_cfgs` has one TrainConfig per learner (per-learner overrides already applied).
+    """
+    missing = sorted(set(learners) - set(train_cfgs))
+    if missing:
+        raise ConfigError(f"no train config for learners {missing}")
+    if len(crops) != len(frames):
+        raise ValueError(f"crops ({len(crops)}) and frames ({len(frames)}) differ in length")
+    units = plan_units(frames, learners, train_cfgs, units_dir, crops_key)
+    results = []
+    bar = tqdm(units, desc="oof units", unit="unit", disable=not progress)
+    for unit in bar:
+        bar.set_postfix_str(f"{unit.learner} fold {unit.fold}")
+        with unit_scope(unit) as hooks:
+            result = _load_unit(unit)
+            if result is None:
+                result = train_unit(unit, frames, crops, learners[unit.learner], train_cfgs[unit.learner],
+                                    hooks, progress)
+            hooks.on_done(result)
+        results.append(result)
+    frame_preds = combine(frames, results)
+    check_oof(frame_preds, frames, results)
+    return OOFResult(frame_preds, results)

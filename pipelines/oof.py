@@ -1,0 +1,295 @@
+"""`python pipelines/oof.py`: level-0 out-of-fold frame predictions, tracked in MLflow.
+
+corpus (embedded generator or --data folders) -> videos -> grouped folds -> faces (cached) ->
+every learner x fold unit (base_learners.oof; resumable) -> frame_preds, a summary table, and one
+MLflow parent run with a nested run per unit. The stack stage reads the tables of the latest
+finished parent run (tag fakestack.stage=oof).
+
+    python pipelines/oof.py                                  # demo profile, embedded corpus
+    python pipelines/oof.py --data /data/dfdc/part_0 /data/dfdc/part_1 --profile full
+    python pipelines/oof.py --set folds.k=5 --set train.epochs=2 --set select=[meso4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+import pandas as pd
+import yaml
+
+from base_learners.oof import (
+    FACE_KEY, OOFResult, Unit, UnitResult, frames_table, gather_crops, merge_train_config,
+    prior_log_loss, run_oof, score_preds,
+)
+from base_learners.registry import LEARNERS, LearnerConfig
+from base_learners.train import TrainConfig
+from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, to_dict
+from features.datasets import read_corpora
+from features.faces import FaceConfig, extract_faces, load_crops
+from features.folds import FoldConfig, check_folds, make_folds
+from features.synth import SynthConfig, generate_corpus
+from features.synth.corpus import corpus_key
+from pipelines.config import WORK_DIR, add_config_args, build_config
+from pipelines.tracking import MLFLOW_DIR, OOF_EXPERIMENT, git_commit, setup_tracking, ui_hint
+
+PIPELINE = "oof"
+STAGE_TAG = "fakestack.stage"
+UNIT_STAGE = "oof-unit"  # nested runs: never mistaken for a parent by the stack stage
+TABLES = ("videos", "folds", "faces", "face_status", "frame_preds")
+SUMMARY_METRICS = ("frame_log_loss", "video_log_loss", "video_auc")
+PRIOR_ROW = "constant prior"
+EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
+
+
+def _default_learners() -> dict[str, LearnerConfig]:
+    return {name: LearnerConfig(name=name) for name in LEARNERS.names()}
+
+
+@dataclass
+class OOFConfig:
+    """Everything `oof.py` does; defaults here, profiles and --set override them."""
+
+    data: list[str] = field(default_factory=list)  # DFDC-layout folders; empty: the embedded corpus
+    synth: SynthConfig = field(default_factory=SynthConfig)  # the embedded corpus (when no data)
+    link_parts: bool = False  # one group per corpus folder (leakage rule 1's extra links)
+    on_missing: str = "error"  # error | status: a missing video file stops the run or gets a status
+    faces: FaceConfig = field(default_factory=FaceConfig)
+    folds: FoldConfig = field(default_factory=FoldConfig)
+    learners: dict[str, LearnerConfig] = field(default_factory=_default_learners)  # key: name in tables
+    select: list[str] = field(default_factory=list)  # run only these learners (empty: all)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    train_overrides: dict[str, dict] = field(default_factory=dict)  # learner -> partial TrainConfig
+    workdir: str | None = None  # corpus, face cache, units, outputs; None: WORK_DIR (repo/.fakestack)
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
+    progress: bool = True
+
+
+@dataclass
+class OOFRun:
+    output_dir: Path
+    run_id: str
+    frame_preds: pd.DataFrame
+    summary: pd.DataFrame
+    timings: dict[str, float]
+    units: list[UnitResult]
+
+
+# ---------------------------------------------------------------- config helpers
+
+
+def active_learners(cfg: OOFConfig) -> dict[str, LearnerConfig]:
+    unknown = sorted(set(cfg.select) - set(cfg.learners))
+    unknown_over = sorted(set(cfg.train_overrides) - set(cfg.learners))
+    if unknown or unknown_over:
+        raise ConfigError(f"unknown learner(s) {unknown + unknown_over} in select/train_overrides; "
+                          f"configured: {sorted(cfg.learners)}")
+    chosen = {k: v for k, v in cfg.learners.items() if not cfg.select or k in cfg.select}
+    if not chosen:
+        raise ConfigError("no learners to run")
+    return chosen
+
+
+def train_configs(cfg: OOFConfig, learners: dict[str, LearnerConfig]) -> dict[str, TrainConfig]:
+    return {k: merge_train_config(cfg.train, cfg.train_overrides.get(k), f"train_overrides.{k}")
+            for k in learners}
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"a.b.c": "value"} for MLflow params."""
+    if isinstance(data, dict):
+        out: dict[str, str] = {}
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): str(data)}
+
+
+def run_key(cfg: OOFConfig) -> str:
+    """Names the output folder: the config minus settings that do not change results."""
+    d = to_dict(cfg)
+    for k in ("tracking_uri", "progress", "workdir"):
+        d.pop(k)
+    return config_hash(d)
+
+
+# ---------------------------------------------------------------- stages
+
+
+def corpus_roots(cfg: OOFConfig, workdir: Path) -> list[str]:
+    """The corpus folders; the embedded corpus is generated (resumably) under workdir/corpus."""
+    if cfg.data:
+        return list(cfg.data)
+    root = workdir / "corpus" / corpus_key(cfg.synth)  # `workers` does not change the corpus
+    generate_corpus(root, cfg.synth, progress=cfg.progress)
+    return [str(root)]
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - t0
+
+
+class _MlflowUnitHooks:
+    """A nested run's logging: per-epoch losses live, the rest when the unit is done or loaded."""
+
+    def __init__(self) -> None:
+        self.live_epochs = 0
+
+    def on_epoch(self, epoch: int, metrics: dict) -> None:
+        self.live_epochs += 1
+        mlflow.log_metrics({k: float(metrics[k]) for k in EPOCH_METRICS if metrics.get(k) is not None}, step=epoch)
+
+    def on_done(self, result: UnitResult) -> None:
+        info = result.info
+        mlflow.set_tag("cached", str(result.cached).lower())
+        params = {"learner": result.unit.learner, "fold": result.unit.fold, "seed": result.unit.seed,
+                  "unit_key": result.unit.key, "n_train": info["n_train"], "n_oof": info["n_oof"],
+                  "n_test": info["n_test"], "n_train_videos": len(info["train_video_ids"])}
+        params.update(flatten(info["learner_config"], "learner."))
+        params.update(flatten(info["train_config"], "train."))
+        mlflow.log_params(params)
+        if result.cached:  # replay the stored history so every unit's run looks alike
+            for h in info["history"]:
+                mlflow.log_metrics({k: float(h[k]) for k in EPOCH_METRICS if h.get(k) is not None}, step=h["epoch"])
+        mlflow.log_metrics({f"fold_{k}": v for k, v in info["metrics"].items()})
+        mlflow.log_metric("unit_seconds", info["train_seconds"])
+
+
+@contextmanager
+def _mlflow_unit_scope(unit: Unit) -> Iterator[_MlflowUnitHooks]:
+    tags = {STAGE_TAG: UNIT_STAGE, "learner": unit.learner, "fold": str(unit.fold)}
+    with mlflow.start_run(run_name=f"{unit.learner}-fold{unit.fold}", nested=True, tags=tags):
+        yield _MlflowUnitHooks()
+
+
+def summarize(frame_preds: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
+    """Per learner over all OOF rows: frame/video log loss, video AUC; plus the constant prior."""
+    oof = frame_preds[frame_preds["fold"].notna()].merge(videos[["video_id", "label"]], on="video_id")
+    rows = []
+    for learner, part in oof.groupby("learner", sort=False):
+        s = score_preds(part)
+        rows.append({"learner": learner, **{k: s[k] for k in SUMMARY_METRICS}, "n_videos": int(s["n_videos"])})
+    n_videos = oof["video_id"].nunique()
+    rows.append({"learner": PRIOR_ROW, "frame_log_loss": float("nan"),
+                 "video_log_loss": prior_log_loss(frame_preds, videos), "video_auc": 0.5, "n_videos": n_videos})
+    return pd.DataFrame(rows)
+
+
+def write_outputs(out: Path, tables: dict[str, pd.DataFrame], cfg: OOFConfig, summary: pd.DataFrame) -> None:
+    for name, table in tables.items():
+        atomic_write_parquet(table, out / f"{name}.parquet")
+    atomic_write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), out / "config.yaml")
+    atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
+
+
+def _log_parent(out: Path, summary: pd.DataFrame, timings: dict[str, float]) -> None:
+    for name in TABLES:
+        mlflow.log_artifact(str(out / f"{name}.parquet"), artifact_path="tables")
+    mlflow.log_artifact(str(out / "config.yaml"))
+    mlflow.log_artifact(str(out / "summary.csv"))
+    for row in summary.itertuples(index=False):
+        prefix = "prior" if row.learner == PRIOR_ROW else row.learner
+        mlflow.log_metrics({f"{prefix}.oof_{k}": float(getattr(row, k)) for k in SUMMARY_METRICS
+                            if not pd.isna(getattr(row, k))})
+    mlflow.log_metrics({f"time_{k}_s": v for k, v in timings.items()})
+
+
+def _log_corpus(videos: pd.DataFrame, roots: list[str]) -> None:
+    source = roots[0] if len(roots) == 1 else ";".join(roots)
+    table = videos.astype({c: "object" for c in videos.columns if str(videos[c].dtype) == "string"})
+    table = table.astype({"label": "float64"})  # nullable Int8 -> float with NaN for the schema
+    with warnings.catch_warnings():  # "source can be interpreted in multiple ways": it is a local folder
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(table, source=source, name=f"corpus-{config_hash(table)}")
+    mlflow.log_input(dataset, context="corpus")
+
+
+# ---------------------------------------------------------------- run
+
+
+def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) -> OOFRun:
+    """The whole stage (see the module docstring); returns the tables and where they went."""
+    learners = active_learners(cfg)
+    tcfgs = train_configs(cfg, learners)
+    workdir = Path(cfg.workdir) if cfg.workdir else WORK_DIR
+    out = workdir / "oof" / run_key(cfg)
+    setup_tracking(OOF_EXPERIMENT, cfg.tracking_uri, mlflow_dir)
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    tags = {STAGE_TAG: PIPELINE, "fakestack.git_commit": git_commit(), "fakestack.profile": profile,
+            "fakestack.output_dir": str(out)}
+    with mlflow.start_run(run_name=f"oof-{profile}", tags=tags) as parent:
+        mlflow.log_params(flatten(to_dict(cfg)))
+        with _timed(timings, "corpus"):
+            roots = corpus_roots(cfg, workdir)
+        with _timed(timings, "folds"):
+            videos = read_corpora(roots, on_missing=cfg.on_missing, link_parts=cfg.link_parts)
+            folds = make_folds(videos, cfg.folds)
+            check_folds(videos, folds)
+        _log_corpus(videos, roots)
+        with _timed(timings, "faces"):
+            faces = extract_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress)
+            frames = frames_table(faces.faces, videos, folds)
+            crops = gather_crops(frames, faces.crops_dir, load_crops)
+        with _timed(timings, "units"):
+            result: OOFResult = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units",
+                                        faces.crops_dir.name, _mlflow_unit_scope, cfg.progress)
+        for name in learners:
+            timings[f"learner_{name}"] = sum(r.seconds for r in result.units if r.unit.learner == name)
+        with _timed(timings, "outputs"):
+            summary = summarize(result.frame_preds, videos)
+            tables = {"videos": videos, "folds": folds, "faces": faces.faces, "face_status": faces.status,
+                      "frame_preds": result.frame_preds}
+            write_outputs(out, tables, cfg, summary)
+        timings["total"] = time.perf_counter() - t_start
+        _log_parent(out, summary, timings)
+        run_id = parent.info.run_id
+    return OOFRun(out, run_id, result.frame_preds, summary, timings, result.units)
+
+
+def report(result: OOFRun) -> str:
+    """What the user reads at the end: scores, stage times, where everything is."""
+    lines = ["", "OOF scores (all out-of-fold rows; video = mean of frame probabilities):",
+             result.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"), "", "wall time per stage:"]
+    lines += [f"  {k:<24} {v:8.1f} s" for k, v in result.timings.items()]
+    n_cached = sum(r.cached for r in result.units)
+    lines += [f"  units: {len(result.units)} ({n_cached} loaded from cache)", "",
+              f"outputs:    {result.output_dir}", f"mlflow run: {result.run_id}  ({ui_hint()})"]
+    return "\n".join(lines)
+
+
+def parse_config(argv: list[str] | None = None) -> tuple[OOFConfig, str]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", nargs="+", metavar="PATH", help="DFDC-layout corpus folder(s)")
+    parser.add_argument("--workdir", help="working folder (default: repo/.fakestack)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlflow/)")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = build_config(OOFConfig, PIPELINE, args.profile, args.overrides)
+        active_learners(cfg)
+    except (ConfigError, ValueError, TypeError) as err:  # unknown keys, bad values, missing fields
+        parser.error(f"config: {err}")
+    given = {"data": args.data, "workdir": args.workdir, "tracking_uri": args.tracking_uri}
+    return dataclasses.replace(cfg, **{k: v for k, v in given.items() if v}), args.profile
+
+
+def main(argv: list[str] | None = None) -> OOFRun:
+    cfg, profile = parse_config(argv)
+    result = run(cfg, profile=profile)
+    print(report(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

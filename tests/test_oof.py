@@ -1,0 +1,241 @@
+"""Out-of-fold units (base_learners.oof) on a small synthetic face table: no corpus, no MTCNN.
+
+The crops carry a learnable signal (fakes get a bright red square), so the models are real models
+trained by the real `fit`; only the face stage is replaced by a table built here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from base_learners.oof import (
+    FACE_KEY, UNIT_FILES, OOFIntegrityError, check_oof, frames_table, gather_crops, load_unit_model,
+    merge_train_config, plan_units, run_oof, unit_seed,
+)
+from base_learners.registry import LearnerConfig
+from base_learners.train import TrainConfig, predict_logits
+
+N_VIDEOS, N_LABELLED, N_FRAMES, SIZE = 24, 20, 3, 32
+FAKE_EVERY = 5  # every 5th labelled video is real: the corpus's ~4:1 fake:real
+LEARNERS = {"meso4": LearnerConfig("meso4", input_size=SIZE)}
+TRAIN = TrainConfig(epochs=1, batch_size=16, device="cpu", num_threads=1)
+CROPS_KEY = "test-crops"
+
+
+def make_tables(k: int = 2):
+    """videos/folds/faces tables: pairs of videos share a group; the last 4 videos are test videos."""
+    videos, faces = [], []
+    for v in range(N_VIDEOS):
+        labelled = v < N_LABELLED
+        videos.append(dict(video_id=f"v{v:02d}.mp4", label=int(v % FAKE_EVERY != 0) if labelled else pd.NA,
+                           group=v // 2, fold=(v // 2) % k if labelled else pd.NA))
+        faces += [dict(video_id=f"v{v:02d}.mp4", frame_idx=3 * f, face_idx=0, crop_idx=f) for f in range(N_FRAMES)]
+    videos = pd.DataFrame(videos).astype({"label": "Int8", "fold": "Int64"})
+    return pd.DataFrame(faces), videos.drop(columns="fold"), videos[["video_id", "fold"]]
+
+
+def make_crops(frames: pd.DataFrame) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (len(frames), SIZE, SIZE, 3), dtype=np.uint8)
+    fake = frames["label"].fillna(0).to_numpy(int) == 1
+    crops[fake, SIZE // 4: 3 * SIZE // 4, SIZE // 4: 3 * SIZE // 4, 0] = 255
+    return crops
+
+
+@pytest.fixture(scope="module")
+def data():
+    faces, videos, folds = make_tables()
+    frames = frames_table(faces, videos, folds)
+    return frames, make_crops(frames)
+
+
+@pytest.fixture(scope="module")
+def first_run(data, tmp_path_factory):
+    frames, crops = data
+    units_dir = tmp_path_factory.mktemp("units")
+    result = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, progress=False)
+    return units_dir, result
+
+
+def test_every_labelled_face_predicted_once_by_a_model_that_never_saw_it(data, first_run):
+    frames, _ = data
+    _, result = first_run
+    fp = result.frame_preds
+    oof = fp[fp["fold"].notna()]
+    labelled = frames[frames["fold"].notna()]
+    assert len(oof) == len(labelled)
+    assert not oof.duplicated(FACE_KEY).any()
+    merged = oof.merge(labelled, on=FACE_KEY, suffixes=("", "_true"), validate="one_to_one")
+    assert (merged["fold"] == merged["fold_true"]).all()
+    fold_of = dict(zip(frames["video_id"], frames["fold"]))
+    for r in result.units:
+        trained = set(r.info["train_video_ids"])
+        predicted = set(oof.loc[oof["fold"] == r.unit.fold, "video_id"])
+        assert trained and predicted and not trained & predicted
+        assert all(fold_of[v] != r.unit.fold for v in trained)  # training folds exclude fold k
+        assert all(pd.notna(fold_of[v]) for v in trained)  # test videos are never trained on
+    assert np.allclose(fp["prob"], 1 / (1 + np.exp(-fp["logit"])))
+
+
+def test_check_oof_raises_on_missing_duplicated_or_leaked_rows(data, first_run):
+    frames, _ = data
+    _, result = first_run
+    fp = result.frame_preds
+    check_oof(fp, frames, result.units)  # the real table passes
+    oof_idx = fp.index[fp["fold"].notna()]
+    broken = {
+        "missing": fp.drop(index=oof_idx[0]),
+        "duplicated": pd.concat([fp, fp.loc[[oof_idx[0]]]]),
+        "wrong fold": fp.assign(fold=fp["fold"].where(fp.index != oof_idx[0], 1 - fp.loc[oof_idx[0], "fold"])),
+        "missing test row": fp.drop(index=fp.index[fp["fold"].isna()][0]),
+    }
+    for what, table in broken.items():
+        with pytest.raises(OOFIntegrityError):
+            check_oof(table, frames, result.units)
+    first = result.units[0]
+    held_out = list(fp.loc[fp["fold"] == first.unit.fold, "video_id"][:1])
+    leaky_unit = dataclasses.replace(first, info={**first.info, "train_video_ids": first.info["train_video_ids"] + held_out})
+    with pytest.raises(OOFIntegrityError, match="trained on"):
+        check_oof(fp, frames, [leaky_unit] + result.units[1:])
+
+
+def test_test_rows_are_the_mean_logit_of_the_fold_models(data, first_run):
+    frames, crops = data
+    _, result = first_run
+    test_rows = np.flatnonzero(frames["fold"].isna().to_numpy())
+    per_model = []
+    for r in result.units:
+        model = load_unit_model(r.unit.dir, LEARNERS["meso4"])
+        logits = predict_logits(model, crops[test_rows], TRAIN)
+        stored = r.preds[r.preds["role"] == "test"]["logit"].to_numpy()
+        np.testing.assert_allclose(logits, stored, rtol=1e-5, atol=1e-5)  # the checkpoint is the model
+        per_model.append(logits.astype(np.float64))
+    assert len(per_model) == 2 and not np.allclose(per_model[0], per_model[1])
+    fp = result.frame_preds
+    test = fp[fp["fold"].isna()].merge(frames.loc[test_rows, FACE_KEY].reset_index(drop=True)
+                                       .assign(row=range(len(test_rows))), on=FACE_KEY).sort_values("row")
+    np.testing.assert_allclose(test["logit"].to_numpy(), np.mean(per_model, axis=0), rtol=1e-5, atol=1e-5)
+
+
+class _CountEpochs:
+    def __init__(self):
+        self.epochs = 0
+
+    def on_epoch(self, epoch, metrics):
+        self.epochs += 1
+
+    def on_done(self, result):
+        pass
+
+
+def test_rerun_trains_nothing_and_gives_the_same_table(data, first_run):
+    frames, crops = data
+    units_dir, first = first_run
+    mtimes = {p: p.stat().st_mtime_ns for p in units_dir.rglob("*") if p.is_file()}
+    counter = _CountEpochs()
+
+    @contextmanager
+    def scope(unit):
+        yield counter
+
+    again = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, scope, progress=False)
+    assert counter.epochs == 0 and all(r.cached for r in again.units)
+    assert {p: p.stat().st_mtime_ns for p in units_dir.rglob("*") if p.is_file()} == mtimes
+    pd.testing.assert_frame_equal(again.frame_preds, first.frame_preds, check_exact=True)
+
+
+def test_changed_inputs_or_config_change_the_unit_keys(data):
+    frames, _ = data
+    base = plan_units(frames, LEARNERS, {"meso4": TRAIN}, Path("u"), CROPS_KEY)
+    lr = plan_units(frames, LEARNERS, {"meso4": merge_train_config(TRAIN, {"lr": 0.5}, "t")}, Path("u"), CROPS_KEY)
+    relabel = frames.assign(label=frames["label"].where(frames.index != 0, 1 - frames.loc[0, "label"]))
+    lab = plan_units(relabel, LEARNERS, {"meso4": TRAIN}, Path("u"), CROPS_KEY)
+    crops = plan_units(frames, LEARNERS, {"meso4": TRAIN}, Path("u"), "other-crops")
+    keys = [{u.key for u in units} for units in (base, lr, lab, crops)]
+    assert all(not keys[0] & other for other in keys[1:])
+    assert len({u.seed for u in base}) == len(base) and base[0].seed == unit_seed(TRAIN.seed, "meso4", 0)
+
+
+def test_gather_crops_follows_crop_idx(data):
+    frames, _ = data
+    shuffled = frames.assign(crop_idx=frames.groupby("video_id")["crop_idx"].transform(lambda s: s[::-1].to_numpy()))
+    store = {v: np.arange(N_FRAMES, dtype=np.uint8)[:, None, None, None] + np.full((N_FRAMES, 2, 2, 3), 10 * i, np.uint8)
+             for i, v in enumerate(frames["video_id"].unique())}
+    out = gather_crops(shuffled, Path("x"), lambda _, vid: store[vid])
+    for row, (vid, idx) in enumerate(zip(shuffled["video_id"], shuffled["crop_idx"])):
+        assert (out[row] == store[vid][idx]).all()
+
+
+def test_merge_train_config_rejects_unknown_keys():
+    merged = merge_train_config(TRAIN, {"lr": 0.01, "augment": {"p_flip": 0.0}}, "train_overrides.meso4")
+    assert merged.lr == 0.01 and merged.augment.p_flip == 0.0 and merged.epochs == TRAIN.epochs
+    with pytest.raises(ValueError, match="valid"):
+        merge_train_config(TRAIN, {"learning_rate": 0.1}, "train_overrides.meso4")
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from contextlib import contextmanager
+    from pathlib import Path
+    sys.path.insert(0, {tests!r})
+    from test_oof import make_tables, make_crops, LEARNERS, TRAIN, CROPS_KEY
+    from base_learners.oof import frames_table, run_oof
+
+    units_dir = Path(sys.argv[1])
+    started = []
+
+    class Hooks:
+        def on_epoch(self, epoch, metrics):
+            if len(started) > 1:  # the second unit has trained an epoch: mark it, then stall
+                (units_dir / "second-unit-training").touch()
+                time.sleep(600)
+        def on_done(self, result):
+            pass
+
+    @contextmanager
+    def scope(unit):
+        started.append(unit)
+        yield Hooks()
+
+    faces, videos, folds = make_tables()
+    frames = frames_table(faces, videos, folds)
+    run_oof(frames, make_crops(frames), LEARNERS, {{"meso4": TRAIN}}, units_dir, CROPS_KEY, scope, progress=False)
+""")
+POLL_S, KILL_WAIT_S = 0.2, 240
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(data, first_run, tmp_path):
+    frames, crops = data
+    _, uninterrupted = first_run
+    units_dir = tmp_path / "units"
+    units_dir.mkdir()
+    script = tmp_path / "kill_me.py"
+    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent)))
+    proc = subprocess.Popen([sys.executable, str(script), str(units_dir)])
+    try:
+        deadline = time.monotonic() + KILL_WAIT_S
+        while not (units_dir / "second-unit-training").exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the second unit never started"
+            time.sleep(POLL_S)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    done = sorted(p.parent.name for p in units_dir.rglob(UNIT_FILES[-1]))
+    assert len(done) == 1  # exactly the first unit finished before the kill
+    resumed = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, progress=False)
+    assert [r.cached for r in resumed.units] == [True, False]
+    pd.testing.assert_frame_equal(resumed.frame_preds, uninterrupted.frame_preds, check_exact=True)
