@@ -29,13 +29,13 @@ MASK_BOTTOM = 0.44  # the swap mask runs from the brows/forehead to just above t
 MASK_TOP_RANGE = (-0.30, -0.22)  # ... its top stays below the original's hairline
 MASK_WIDTH = 0.9  # x the narrower face half width
 FEATHER_SOFT, FEATHER_HARD = 0.45, 0.03  # mask transition width (normalised radius) at seam 0 / 1
-SEAM_RING = 0.22  # brightness change of the boundary band at seam 1
-COLOUR_TINT = 0.06  # log-gain spread of the unmatched white balance at colour 1
+SEAM_RING = 0.40  # brightness change of the boundary band at seam 1
+COLOUR_TINT = 0.10  # log-gain spread of the unmatched white balance at colour 1
 COLOUR_UNMATCHED = 0.5  # share of the skin-tone difference left unmatched at colour 1 (more looks unnatural)
 RES_MAX_DROP = 0.75  # at resolution 1 the face is rendered at 25 % size and upscaled
 FLICKER_PX = 0.02  # position jitter at flicker 1, in face heights
 FLICKER_ZOOM = 0.025
-FLICKER_GAIN = 0.05
+FLICKER_GAIN = 0.08
 FLICKER_MASK = 0.04
 CROP_PAD = 0.08  # margin around the mask when cropping the donor canvas (units of H)
 
