@@ -18,6 +18,7 @@ from pipelines.config import REPO_ROOT
 MLFLOW_DIR = REPO_ROOT / "mlflow"
 OOF_EXPERIMENT = "fakestack-oof"
 STACK_EXPERIMENT = "fakestack-stack"
+SQLITE_PREFIX = "sqlite:///"
 
 
 def default_tracking_uri(mlflow_dir: Path = MLFLOW_DIR) -> str:
@@ -31,15 +32,16 @@ def setup_tracking(experiment: str, tracking_uri: str | None = None, mlflow_dir:
     database here, before any parallel writer starts, avoids racing schema migrations.
     """
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(mlflow_dir)
-    local = uri.startswith("sqlite:///") and uri == default_tracking_uri(mlflow_dir)
-    if local:
-        mlflow_dir.mkdir(parents=True, exist_ok=True)
+    # a sqlite store keeps its artifacts beside the database (else MLflow writes them under the cwd)
+    store_dir = Path(uri[len(SQLITE_PREFIX):]).parent if uri.startswith(SQLITE_PREFIX) else None
+    if store_dir is not None:
+        store_dir.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         exp_id = found.experiment_id
     else:
-        location = (mlflow_dir / "artifacts" / experiment).as_uri() if local else None
+        location = (store_dir / "artifacts" / experiment).resolve().as_uri() if store_dir else None
         exp_id = mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
