@@ -11,6 +11,11 @@ key). They are written atomically, checkpoint first and metrics.json last, so a 
 metrics.json is a finished unit: on rerun it is loaded, not trained. Unit seeds derive from
 (global seed, learner, fold), so the order of units and interruptions do not change any result.
 
+Parallel (`workers` > 1, CPU): units train in single-process workers (features.pool), each with the
+frames and crops sent once. Small CPU models gain little from a second torch thread and almost 2x
+from a second process. Results do not depend on the worker count as long as the torch thread count
+of training is fixed (TrainConfig.num_threads, part of the unit key).
+
 No MLflow here (library code): the caller observes units through `unit_scope` hooks.
 """
 
@@ -22,7 +27,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,6 +38,7 @@ from tqdm.auto import tqdm
 
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
+from features.pool import n_workers, process_map
 from features.common import (
     ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict,
     to_dict,
@@ -352,6 +358,41 @@ def check_oof(frame_preds: pd.DataFrame, frames: pd.DataFrame, results: list[Uni
             raise OOFIntegrityError(f"{learner}: {len(models)} fold models for {n_folds} folds")
 
 
+_WORKER: dict = {}
+PRELOAD = ["base_learners.oof", "timm"]  # imported once by the forkserver
+
+
+def _init_unit_worker(frames, crops, learners, train_cfgs) -> None:
+    torch.set_num_threads(1)  # TrainConfig.num_threads, when set, still decides while fitting
+    _WORKER.update(frames=frames, crops=crops, learners=learners, train_cfgs=train_cfgs)
+
+
+def _train_in_worker(unit: Unit) -> UnitResult:
+    w = _WORKER
+    return train_unit(unit, w["frames"], w["crops"], w["learners"][unit.learner],
+                      w["train_cfgs"][unit.learner], _NoHooks(), progress=False)
+
+
+def _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress) -> Iterator[UnitResult]:
+    """Train `todo`, yielding each result after its hooks saw it: live per epoch in this process,
+    after the fact (`on_done` only) for units trained by a pool."""
+    workers = n_workers(workers, len(todo))
+    if workers == 1:
+        for unit in todo:
+            with unit_scope(unit) as hooks:
+                result = train_unit(unit, frames, crops, learners[unit.learner], train_cfgs[unit.learner],
+                                    hooks, progress)
+                hooks.on_done(result)
+            yield result
+        return
+    initargs = (frames, crops, learners, train_cfgs)
+    for result in process_map(_train_in_worker, [(u,) for u in todo], workers, _init_unit_worker,
+                              initargs, PRELOAD):
+        with unit_scope(result.unit) as hooks:
+            hooks.on_done(result)
+        yield result
+
+
 def run_oof(
     frames: pd.DataFrame,
     crops: np.ndarray,
@@ -361,11 +402,13 @@ def run_oof(
     crops_key: str,
     unit_scope: UnitScope = _no_scope,
     progress: bool = True,
+    workers: int = 1,
 ) -> OOFResult:
     """Run (or load) every learner x fold unit and combine them into the checked frame_preds table.
 
     `frames` comes from `frames_table` and `crops` is aligned to its rows (`gather_crops`);
-    `train_cfgs` has one TrainConfig per learner (per-learner overrides already applied).
+    `train_cfgs` has one TrainConfig per learner (per-learner overrides already applied);
+    `workers` processes train units (1: in this process; 0: one per core).
     """
     missing = sorted(set(learners) - set(train_cfgs))
     if missing:
@@ -373,17 +416,24 @@ def run_oof(
     if len(crops) != len(frames):
         raise ValueError(f"crops ({len(crops)}) and frames ({len(frames)}) differ in length")
     units = plan_units(frames, learners, train_cfgs, units_dir, crops_key)
-    results = []
-    bar = tqdm(units, desc="oof units", unit="unit", disable=not progress)
-    for unit in bar:
-        bar.set_postfix_str(f"{unit.learner} fold {unit.fold}")
+    done: dict[Unit, UnitResult] = {}
+    bar = tqdm(total=len(units), desc="oof units", unit="unit", disable=not progress)
+    todo = []
+    for unit in units:
+        result = _load_unit(unit)
+        if result is None:
+            todo.append(unit)
+            continue
         with unit_scope(unit) as hooks:
-            result = _load_unit(unit)
-            if result is None:
-                result = train_unit(unit, frames, crops, learners[unit.learner], train_cfgs[unit.learner],
-                                    hooks, progress)
             hooks.on_done(result)
-        results.append(result)
+        done[unit] = result
+        bar.update()
+    for result in _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress):
+        done[result.unit] = result
+        bar.set_postfix_str(f"{result.unit.learner} fold {result.unit.fold} done")
+        bar.update()
+    bar.close()
+    results = [done[unit] for unit in units]
     frame_preds = combine(frames, results)
     check_oof(frame_preds, frames, results)
     return OOFResult(frame_preds, results)

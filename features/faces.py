@@ -9,9 +9,6 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +20,10 @@ from tqdm.auto import tqdm
 
 from features import face_cache
 from features.common import ConfigError, config_hash, to_dict
+from features.pool import n_workers, process_map
 from features.decode import DecodeError, read_frames
 from features.detect import build_detector, crop_face, detect_faces
+from features.pool import n_workers, process_map
 from features.tracking import link_tracks
 
 CACHE_VERSION = 1  # bump when the cached files change meaning; part of the cache key
@@ -41,12 +40,9 @@ RUNTIME_FIELDS = ("workers", "decode_threads")  # do not change a single bit of 
 # torch threads per detecting process, whatever the worker count: MTCNN's float results differ in the
 # last bits between thread counts (and between batch compositions, hence batch_size is in the cache
 # key), and that would make a cache filled with workers=1 differ from one filled by a pool. Parallelism
-# comes from processes (workers=0: one per core) instead.
+# comes from processes (workers=0: one per core, see features.pool) instead.
 DETECT_THREADS = 1
-# fork after torch has started its thread pools can deadlock, and spawn re-imports torch (seconds)
-# in every worker; a forkserver that preloads torch + MTCNN's code forks clean, warm workers.
-START_METHOD = "forkserver"
-PRELOAD = ["features.faces", "facenet_pytorch"]
+PRELOAD = ["features.faces", "facenet_pytorch"]  # imported once by the forkserver
 
 
 @dataclass
@@ -199,15 +195,8 @@ def _work(video_id: str, path: str, crops_dir: str) -> dict:
     return process_and_store(video_id, path, _WORKER["cfg"], crops_dir, _WORKER["detector"])
 
 
-def n_workers(cfg: FaceConfig, n_tasks: int) -> int:
-    """Processes to start: `workers` (0 = one per core), never more than videos to do."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    wanted = cfg.workers if cfg.workers > 0 else cores
-    return max(1, min(wanted, n_tasks))
-
-
 def _run(todo: list[tuple[str, str]], cfg: FaceConfig, crops_dir: Path, progress: bool) -> None:
-    workers = n_workers(cfg, len(todo))
+    workers = n_workers(cfg.workers, len(todo))
     bar = tqdm(total=len(todo), desc="faces", unit="video", disable=not progress)
     if workers == 1:
         detector = build_detector(cfg)
@@ -220,19 +209,9 @@ def _run(todo: list[tuple[str, str]], cfg: FaceConfig, crops_dir: Path, progress
         finally:
             torch.set_num_threads(threads)
     else:
-        ctx = multiprocessing.get_context(START_METHOD)
-        if START_METHOD == "forkserver":
-            ctx.set_forkserver_preload(PRELOAD)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(cfg,)) as pool:
-            futures = [pool.submit(_work, vid, path, str(crops_dir)) for vid, path in todo]
-            try:
-                for future in as_completed(futures):
-                    future.result()  # re-raise a worker's bug here rather than losing it
-                    bar.update()
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # finished videos stay cached
-                raise
+        tasks = [(vid, path, str(crops_dir)) for vid, path in todo]
+        for _ in process_map(_work, tasks, workers, _init_worker, (cfg,), PRELOAD):
+            bar.update()  # finished videos stay cached if a later one fails
     bar.close()
 
 

@@ -67,6 +67,7 @@ class OOFConfig:
     select: list[str] = field(default_factory=list)  # run only these learners (empty: all)
     train: TrainConfig = field(default_factory=TrainConfig)
     train_overrides: dict[str, dict] = field(default_factory=dict)  # learner -> partial TrainConfig
+    unit_workers: int = 1  # processes training learner x fold units (0: one per core; CPU only)
     workdir: str | None = None  # corpus, face cache, units, outputs; None: WORK_DIR (repo/.fakestack)
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
     progress: bool = True
@@ -115,7 +116,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 def run_key(cfg: OOFConfig) -> str:
     """Names the output folder: the config minus settings that do not change results."""
     d = to_dict(cfg)
-    for k in ("tracking_uri", "progress", "workdir"):
+    for k in ("tracking_uri", "progress", "workdir", "unit_workers"):
         d.pop(k)
     return config_hash(d)
 
@@ -158,7 +159,7 @@ class _MlflowUnitHooks:
         params.update(flatten(info["learner_config"], "learner."))
         params.update(flatten(info["train_config"], "train."))
         mlflow.log_params(params)
-        if result.cached:  # replay the stored history so every unit's run looks alike
+        if self.live_epochs == 0:  # loaded, or trained by a pool: replay the stored history
             for h in info["history"]:
                 mlflow.log_metrics({k: float(h[k]) for k in EPOCH_METRICS if h.get(k) is not None}, step=h["epoch"])
         mlflow.log_metrics({f"fold_{k}": v for k, v in info["metrics"].items()})
@@ -243,7 +244,8 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             crops = gather_crops(frames, faces.crops_dir, load_crops)
         with _timed(timings, "units"):
             result: OOFResult = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units",
-                                        faces.crops_dir.name, _mlflow_unit_scope, cfg.progress)
+                                        faces.crops_dir.name, _mlflow_unit_scope, cfg.progress,
+                                        cfg.unit_workers)
         for name in learners:
             timings[f"learner_{name}"] = sum(r.seconds for r in result.units if r.unit.learner == name)
         with _timed(timings, "outputs"):
@@ -260,7 +262,8 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
 def report(result: OOFRun) -> str:
     """What the user reads at the end: scores, stage times, where everything is."""
     lines = ["", "OOF scores (all out-of-fold rows; video = mean of frame probabilities):",
-             result.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"), "", "wall time per stage:"]
+             result.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"), "",
+             "wall time per stage (learner_*: the sum of its units' times; they overlap in a unit pool):"]
     lines += [f"  {k:<24} {v:8.1f} s" for k, v in result.timings.items()]
     n_cached = sum(r.cached for r in result.units)
     lines += [f"  units: {len(result.units)} ({n_cached} loaded from cache)", "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import time
@@ -318,6 +319,11 @@ def _markers(crops_dir: Path) -> int:
 def _pooled_run(videos: pd.DataFrame, cache: Path) -> None:
     """The run to be killed: its own session, so one killpg ends it, its forkserver and workers."""
     os.setsid()
+    # a forked child inherits the handle of any forkserver this pytest process started (another
+    # test's pool); that server is not the child's own (waitpid on it fails), so forget it and let
+    # the child start its own
+    server = multiprocessing.forkserver._forkserver
+    server._forkserver_pid = server._forkserver_address = server._forkserver_alive_fd = None
     extract_faces(videos, FaceConfig(workers=2, **SYNTH_FACES), cache, progress=False)
 
 

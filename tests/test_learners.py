@@ -54,7 +54,28 @@ def test_full_variants_build(family):
 
 def test_normalisation_from_timm():
     assert build_learner(light("efficientnet")).mean == pytest.approx((0.485, 0.456, 0.406))
-    assert build_learner(light("xception")).mean == pytest.approx((0.5, 0.5, 0.5))
+    legacy = build_learner(LearnerConfig("xception", variant="legacy_xception", input_size=SIZE))
+    assert legacy.mean == pytest.approx((0.5, 0.5, 0.5))
+
+
+@pytest.mark.parametrize("family", sorted(LIGHT_VARIANTS))
+def test_timm_head_starts_near_zero(family):
+    """A fresh single-logit head predicts near the middle, whatever timm's initialiser does for
+    1000-class heads (EfficientNet's draws U(-1, 1) for one class: logits of +-20 at the start)."""
+    torch.manual_seed(0)
+    model = build_learner(light(family)).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(8, 3, SIZE, SIZE) * 2 - 1)
+    assert logits.abs().max() < 1.0
+
+
+def test_demo_variants_registered_with_timm():
+    """The narrow demo variants are timm models: listed, built by create_model, weightless."""
+    for variant in ("resnext_tiny", "xception_tiny"):
+        assert variant in timm.list_models()
+        assert timm.create_model(variant, num_classes=1)(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 1)
+        with pytest.raises(PretrainedUnavailableError, match="no published weights"):
+            build_learner(LearnerConfig(variant.split("_")[0], variant=variant, pretrained=True))
 
 
 def test_unknown_name_lists_valid():

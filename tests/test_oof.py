@@ -156,6 +156,27 @@ def test_rerun_trains_nothing_and_gives_the_same_table(data, first_run):
     pd.testing.assert_frame_equal(again.frame_preds, first.frame_preds, check_exact=True)
 
 
+def test_unit_pool_gives_the_same_table_as_one_process(data, first_run, tmp_path):
+    """Two worker processes train the units bit-identically to the sequential run (one torch thread
+    each), write the same unit folders, and report every unit to its hooks once, after the fact."""
+    frames, crops = data
+    units_dir, first = first_run
+    seen = []
+
+    @contextmanager
+    def scope(unit):
+        seen.append(unit)
+        yield _CountEpochs()
+
+    pooled = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, tmp_path, CROPS_KEY, scope,
+                     progress=False, workers=2)
+    pd.testing.assert_frame_equal(pooled.frame_preds, first.frame_preds, check_exact=True)
+    assert not any(r.cached for r in pooled.units)
+    assert sorted(u.fold for u in seen) == [0, 1]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.pt")) == \
+        sorted(p.relative_to(units_dir) for p in units_dir.rglob("*.pt"))
+
+
 def test_changed_inputs_or_config_change_the_unit_keys(data):
     frames, _ = data
     base = plan_units(frames, LEARNERS, {"meso4": TRAIN}, Path("u"), CROPS_KEY)
