@@ -43,6 +43,16 @@ class AugmentConfig:
     cutout_max_frac: float = 0.35  # side of the cut-out square, as a fraction of the image side
 
 
+def center_crop(img: np.ndarray, frac: float) -> np.ndarray:
+    """The central `frac` of a square HWC crop (a view, not a copy); frac 1 returns it as is."""
+    side = img.shape[0]
+    keep = max(1, int(round(side * frac)))
+    if keep >= side:
+        return img
+    start = (side - keep) // 2
+    return img[start : start + keep, start : start + keep]
+
+
 def resize(img: np.ndarray, size: int) -> np.ndarray:
     """Resize a square HWC uint8 crop: INTER_AREA to shrink (no aliasing), linear to grow."""
     if img.shape[0] == size and img.shape[1] == size:

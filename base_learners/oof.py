@@ -247,6 +247,18 @@ def _load_unit(unit: Unit) -> UnitResult | None:
     return UnitResult(unit, True, preds, info, time.perf_counter() - t0)
 
 
+def throughput(history: list[dict], n_predicted: int, predict_seconds: float) -> dict[str, float]:
+    """Faces per second through training (optimisation steps only) and prediction (TTA included).
+
+    What the benchmark of a learner x fold unit reports; a unit loaded from cache keeps the
+    figures of the run that trained it.
+    """
+    seen = sum(h.get("train_samples", 0) for h in history)
+    spent = sum(h.get("train_seconds", 0.0) for h in history)
+    return {"train_faces_per_s": seen / spent if spent > 0 else float("nan"),
+            "predict_faces_per_s": n_predicted / predict_seconds if predict_seconds > 0 else float("nan")}
+
+
 def _unit_preds(frames: pd.DataFrame, rows: np.ndarray, logits: np.ndarray, role: str, fold: int) -> pd.DataFrame:
     out = frames.loc[rows, FACE_KEY].reset_index(drop=True)
     out["role"] = role
@@ -280,10 +292,12 @@ def train_unit(
         frames["group"].to_numpy()[train_rows], tcfg, on_epoch=hooks.on_epoch, progress=progress,
     )
     model = result.model
+    t_pred = time.perf_counter()
     preds = pd.concat([
         _unit_preds(frames, oof_rows, predict_logits(model, crops[oof_rows], tcfg), ROLE_OOF, unit.fold),
         _unit_preds(frames, test_rows, predict_logits(model, crops[test_rows], tcfg), ROLE_TEST, unit.fold),
     ], ignore_index=True)
+    predict_seconds = time.perf_counter() - t_pred
     scored = preds[preds["role"] == ROLE_OOF].merge(frames[FACE_KEY + ["label"]], on=FACE_KEY)
     scored["prob"] = expit(scored["logit"].astype(np.float64))
     info = {
@@ -294,6 +308,7 @@ def train_unit(
         "train_video_ids": sorted(set(frames["video_id"].to_numpy()[train_rows].astype(str))),
         "n_train": int(len(train_rows)), "n_oof": int(len(oof_rows)), "n_test": int(len(test_rows)),
         "train_seconds": time.perf_counter() - t0,
+        "throughput": throughput(result.history, len(preds), predict_seconds),
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write_with(unit.dir / UNIT_FILES[0], lambda p: torch.save(state, p))

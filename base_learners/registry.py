@@ -2,8 +2,8 @@
 
 Every learner returned by `build_learner` has the same contract, so training and prediction never
 branch on the family: `model(x)` takes normalised (B, 3, S, S) floats and returns logits (B,), and
-the module carries `input_size`, `mean` and `std` (what `base_learners.train` resizes and normalises
-the uint8 face crops with) plus `learner_name`/`variant` for logs.
+the module carries `input_size`, `crop_frac`, `mean` and `std` (the view `base_learners.train` cuts
+from the uint8 face crops, and how it resizes and normalises them) plus `learner_name`/`variant`.
 """
 
 from __future__ import annotations
@@ -22,11 +22,18 @@ from features.common import Registry
 
 @dataclass
 class LearnerConfig:
-    """One level-0 learner. `variant` picks the timm model (None: the full-size default)."""
+    """One level-0 learner. `variant` picks the timm model (None: the full-size default).
+
+    `crop_frac` < 1 shows the learner only the central part of each cached face crop (then resized
+    to `input_size`): a tighter view of the swapped inner face with less background. Learners with
+    different views make less correlated errors, which is what a stack feeds on (DFDC teams varied
+    the crop margin per model for the same reason).
+    """
 
     name: str
     variant: str | None = None
     input_size: int = 64
+    crop_frac: float = 1.0  # the central share of the cached face crop this learner sees (its view)
     pretrained: bool = False  # off by default: the demo machine has no internet
     weights_path: str | None = None  # a local state dict (e.g. an ImageNet or earlier checkpoint)
     drop_rate: float = 0.2
@@ -70,7 +77,10 @@ for _family in DEFAULT_VARIANTS:
 def build_learner(cfg: LearnerConfig) -> nn.Module:
     """Build the learner named `cfg.name`; load `cfg.weights_path` if given."""
     model = LEARNERS.get(cfg.name)(cfg)
+    if not 0.0 < cfg.crop_frac <= 1.0:
+        raise ValueError(f"learner {cfg.name!r}: crop_frac must lie in (0, 1], got {cfg.crop_frac}")
     model.input_size = int(cfg.input_size)
+    model.crop_frac = float(cfg.crop_frac)
     model.learner_name = cfg.name
     if cfg.weights_path is not None:
         load_weights(model, cfg.weights_path)

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import mlflow
 import pandas as pd
+import torch
 import yaml
 
 from base_learners.oof import (
@@ -30,7 +31,7 @@ from base_learners.oof import (
     prior_log_loss, run_oof, score_preds,
 )
 from base_learners.registry import LEARNERS, LearnerConfig
-from base_learners.train import TrainConfig
+from base_learners.train import TrainConfig, resolve_device
 from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, to_dict
 from features.datasets import read_corpora
 from features.faces import FaceConfig, extract_faces, load_crops
@@ -47,6 +48,7 @@ TABLES = ("videos", "folds", "faces", "face_status", "frame_preds")
 SUMMARY_METRICS = ("frame_log_loss", "video_log_loss", "video_auc")
 PRIOR_ROW = "constant prior"
 EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
+THROUGHPUT_NAN = {"train_faces_per_s": float("nan"), "predict_faces_per_s": float("nan")}
 
 
 def _default_learners() -> dict[str, LearnerConfig]:
@@ -79,6 +81,7 @@ class OOFRun:
     run_id: str
     frame_preds: pd.DataFrame
     summary: pd.DataFrame
+    throughput: pd.DataFrame
     timings: dict[str, float]
     units: list[UnitResult]
 
@@ -164,6 +167,7 @@ class _MlflowUnitHooks:
                 mlflow.log_metrics({k: float(h[k]) for k in EPOCH_METRICS if h.get(k) is not None}, step=h["epoch"])
         mlflow.log_metrics({f"fold_{k}": v for k, v in info["metrics"].items()})
         mlflow.log_metric("unit_seconds", info["train_seconds"])
+        mlflow.log_metrics(info.get("throughput", {}))
 
 
 @contextmanager
@@ -186,11 +190,31 @@ def summarize(frame_preds: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_outputs(out: Path, tables: dict[str, pd.DataFrame], cfg: OOFConfig, summary: pd.DataFrame) -> None:
+def throughput_table(units: list[UnitResult], devices: dict[str, str]) -> pd.DataFrame:
+    """Per learner: faces/s through training and prediction, the mean over its units (as measured
+    when each unit was trained; units trained before throughput was recorded give NaN)."""
+    rows = [{"learner": r.unit.learner, **THROUGHPUT_NAN, **r.info.get("throughput", {})} for r in units]
+    table = pd.DataFrame(rows).groupby("learner", sort=False).mean().reset_index()
+    table.insert(1, "device", table["learner"].map(devices))
+    return table
+
+
+def device_names(tcfgs: dict[str, TrainConfig]) -> dict[str, str]:
+    """learner -> the device it trains on, in words (the GPU's model name on CUDA)."""
+    def name(dev: str) -> str:
+        d = resolve_device(dev)
+        return f"{d.type}: {torch.cuda.get_device_name(d)}" if d.type == "cuda" else d.type
+
+    return {k: name(t.device) for k, t in tcfgs.items()}
+
+
+def write_outputs(out: Path, tables: dict[str, pd.DataFrame], cfg: OOFConfig, summary: pd.DataFrame,
+                  throughput: pd.DataFrame) -> None:
     for name, table in tables.items():
         atomic_write_parquet(table, out / f"{name}.parquet")
     atomic_write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), out / "config.yaml")
     atomic_write_text(summary.to_csv(index=False), out / "summary.csv")
+    atomic_write_text(throughput.to_csv(index=False), out / "throughput.csv")
 
 
 def _log_parent(out: Path, summary: pd.DataFrame, timings: dict[str, float]) -> None:
@@ -198,6 +222,7 @@ def _log_parent(out: Path, summary: pd.DataFrame, timings: dict[str, float]) -> 
         mlflow.log_artifact(str(out / f"{name}.parquet"), artifact_path="tables")
     mlflow.log_artifact(str(out / "config.yaml"))
     mlflow.log_artifact(str(out / "summary.csv"))
+    mlflow.log_artifact(str(out / "throughput.csv"))
     for row in summary.itertuples(index=False):
         prefix = "prior" if row.learner == PRIOR_ROW else row.learner
         mlflow.log_metrics({f"{prefix}.oof_{k}": float(getattr(row, k)) for k in SUMMARY_METRICS
@@ -250,19 +275,22 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             timings[f"learner_{name}"] = sum(r.seconds for r in result.units if r.unit.learner == name)
         with _timed(timings, "outputs"):
             summary = summarize(result.frame_preds, videos)
+            speed = throughput_table(result.units, device_names(tcfgs))
             tables = {"videos": videos, "folds": folds, "faces": faces.faces, "face_status": faces.status,
                       "frame_preds": result.frame_preds}
-            write_outputs(out, tables, cfg, summary)
+            write_outputs(out, tables, cfg, summary, speed)
         timings["total"] = time.perf_counter() - t_start
         _log_parent(out, summary, timings)
         run_id = parent.info.run_id
-    return OOFRun(out, run_id, result.frame_preds, summary, timings, result.units)
+    return OOFRun(out, run_id, result.frame_preds, summary, speed, timings, result.units)
 
 
 def report(result: OOFRun) -> str:
     """What the user reads at the end: scores, stage times, where everything is."""
     lines = ["", "OOF scores (all out-of-fold rows; video = mean of frame probabilities):",
              result.summary.to_string(index=False, float_format=lambda x: f"{x:.4f}"), "",
+             "throughput (faces/s; mean over each learner's units, as measured when trained):",
+             result.throughput.to_string(index=False, float_format=lambda x: f"{x:.1f}"), "",
              "wall time per stage (learner_*: the sum of its units' times; they overlap in a unit pool):"]
     lines += [f"  {k:<24} {v:8.1f} s" for k, v in result.timings.items()]
     n_cached = sum(r.cached for r in result.units)

@@ -88,6 +88,19 @@ def test_tables_account_for_every_video(oof_run):
     assert (out / "config.yaml").exists() and (out / "summary.csv").exists()
 
 
+def test_throughput_is_measured_per_learner(oof_run):
+    """Training and prediction faces/s per learner: from the units' own timings, on the device used."""
+    _, result, _ = oof_run
+    speed = pd.read_csv(result.output_dir / "throughput.csv")
+    assert sorted(speed["learner"]) == ["efficientnet", "meso4"] and set(speed["device"]) == {"cpu"}
+    assert (speed[["train_faces_per_s", "predict_faces_per_s"]] > 0).all().all()
+    for unit in result.units:  # each rate is the unit's samples over its own seconds
+        history, rates = unit.info["history"], unit.info["throughput"]
+        seen = sum(h["train_samples"] for h in history)
+        assert seen == len(history) * (unit.info["n_train"] // 16) * 16  # full batches of 16
+        assert rates["train_faces_per_s"] == pytest.approx(seen / sum(h["train_seconds"] for h in history))
+
+
 def test_mlflow_parent_and_nested_runs(oof_run):
     cfg, result, uri = oof_run
     client = MlflowClient(uri)
@@ -100,7 +113,8 @@ def test_mlflow_parent_and_nested_runs(oof_run):
     assert "prior.oof_video_log_loss" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     artifacts |= {a.path for a in client.list_artifacts(result.run_id, "tables")}
-    assert {"config.yaml", "summary.csv", "tables/frame_preds.parquet", "tables/folds.parquet"} <= artifacts
+    assert {"config.yaml", "summary.csv", "throughput.csv", "tables/frame_preds.parquet",
+            "tables/folds.parquet"} <= artifacts
     assert parent.inputs.dataset_inputs and parent.inputs.dataset_inputs[0].dataset.name.startswith("corpus-")
 
     exp = client.get_experiment_by_name(OOF_EXPERIMENT)
@@ -114,6 +128,7 @@ def test_mlflow_parent_and_nested_runs(oof_run):
         assert sorted(m.step for m in history) == list(range(epochs[r.data.tags["learner"]]))
         assert {"fold_frame_log_loss", "fold_video_log_loss", "fold_frame_auc", "fold_video_auc"} <= set(r.data.metrics)
         assert r.data.params["train.epochs"] == str(epochs[r.data.tags["learner"]])
+        assert r.data.metrics["train_faces_per_s"] > 0 and r.data.metrics["predict_faces_per_s"] > 0
 
 
 def test_main_rerun_loads_every_unit_and_logs_them_as_cached(oof_run, argv, tmp_path, monkeypatch):

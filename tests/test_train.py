@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import base_learners.train as train_mod
-from base_learners.augment import AugmentConfig, augment, resize
+from base_learners.augment import AugmentConfig, augment, center_crop, resize
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import LIGHT_VARIANTS
 from base_learners.train import TrainConfig, fit, inner_split, predict_logits, seed_everything
@@ -156,3 +156,35 @@ def test_bad_inputs_are_named():
         fit(learner(), crops, labels[:-1], groups, TrainConfig(), progress=False)
     with pytest.raises(ConfigError, match="balance"):
         fit(learner(), crops, labels, groups, TrainConfig(balance="oversample"), progress=False)
+
+
+def test_learner_view_is_the_central_crop():
+    """crop_frac: training and prediction see only the central part of each crop, then resized."""
+    crops, labels, groups = toy(8)
+    img = crops[0]
+    assert np.array_equal(center_crop(img, 0.5), img[10:30, 10:30]) and center_crop(img, 1.0) is img
+    seed_everything(0)
+    tight = build_learner(LearnerConfig("meso4", input_size=SIZE, crop_frac=0.5)).eval()
+    cfg = TrainConfig(device="cpu", predict_batch_size=4)
+    framed = crops.copy()
+    framed[:, :10], framed[:, 30:], framed[:, :, :10], framed[:, :, 30:] = 0, 255, 7, 99  # outside the view
+    viewed = predict_logits(tight, framed, cfg)
+    np.testing.assert_array_equal(viewed, predict_logits(tight, crops, cfg))
+    inner = np.ascontiguousarray(crops[:, 10:30, 10:30])  # the same view, cut beforehand
+    tight.crop_frac = 1.0
+    np.testing.assert_array_equal(predict_logits(tight, inner, cfg), viewed)
+    seen = []
+    real_augment = train_mod.augment
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(train_mod, "augment", lambda im, *a: seen.append(im.shape) or real_augment(im, *a))
+    try:
+        tight.crop_frac = 0.5
+        fit(tight, crops, labels, groups, TrainConfig(epochs=1, batch_size=4, device="cpu"), progress=False)
+    finally:
+        monkey.undo()
+    assert seen and set(seen) == {(CROP // 2, CROP // 2, 3)}
+
+
+def test_crop_frac_is_validated():
+    with pytest.raises(ValueError, match="crop_frac"):
+        build_learner(LearnerConfig("meso4", input_size=SIZE, crop_frac=1.5))
