@@ -23,7 +23,6 @@ from features.common import ConfigError, config_hash, to_dict
 from features.pool import n_workers, process_map
 from features.decode import DecodeError, read_frames
 from features.detect import build_detector, crop_face, detect_faces
-from features.pool import n_workers, process_map
 from features.tracking import link_tracks
 
 CACHE_VERSION = 1  # bump when the cached files change meaning; part of the cache key
