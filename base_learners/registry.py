@@ -2,8 +2,9 @@
 
 Every learner returned by `build_learner` has the same contract, so training and prediction never
 branch on the family: `model(x)` takes normalised (B, 3, S, S) floats and returns logits (B,), and
-the module carries `input_size`, `crop_frac`, `mean` and `std` (the view `base_learners.train` cuts
-from the uint8 face crops, and how it resizes and normalises them) plus `learner_name`/`variant`.
+the module carries `input_size`, `crop_frac`, `input_view`, `mean` and `std` (the part of the uint8
+face crop `base_learners.train` cuts, how it resizes it, the fixed filter of base_learners.views, and
+the normalisation) plus `learner_name`/`variant`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from base_learners.meso import MESO_MEAN, MESO_STD, Meso4, MesoInception4
 from base_learners.timm_learners import DEFAULT_VARIANTS, TimmLearner, create_timm
+from base_learners.views import build_view
 from features.common import Registry
 
 
@@ -27,13 +29,16 @@ class LearnerConfig:
     `crop_frac` < 1 shows the learner only the central part of each cached face crop (then resized
     to `input_size`): a tighter view of the swapped inner face with less background. Learners with
     different views make less correlated errors, which is what a stack feeds on (DFDC teams varied
-    the crop margin per model for the same reason).
+    the crop margin per model for the same reason). `view` is the fixed input filter of
+    base_learners.views ("rgb", "gray", "highpass" with `view_sigma` in model-input pixels).
     """
 
     name: str
     variant: str | None = None
     input_size: int = 64
     crop_frac: float = 1.0  # the central share of the cached face crop this learner sees (its view)
+    view: str = "rgb"  # input filter (base_learners.views.VIEWS)
+    view_sigma: float = 1.5  # Gaussian sigma of the highpass view, in model-input pixels
     pretrained: bool = False  # off by default: the demo machine has no internet
     weights_path: str | None = None  # a local state dict (e.g. an ImageNet or earlier checkpoint)
     drop_rate: float = 0.2
@@ -81,6 +86,7 @@ def build_learner(cfg: LearnerConfig) -> nn.Module:
         raise ValueError(f"learner {cfg.name!r}: crop_frac must lie in (0, 1], got {cfg.crop_frac}")
     model.input_size = int(cfg.input_size)
     model.crop_frac = float(cfg.crop_frac)
+    model.input_view = build_view(cfg.view, cfg.view_sigma)
     model.learner_name = cfg.name
     if cfg.weights_path is not None:
         load_weights(model, cfg.weights_path)

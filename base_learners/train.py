@@ -149,8 +149,12 @@ def _crop_frac(model: nn.Module) -> float:
 
 
 def _to_input(x: torch.Tensor, model: nn.Module, device: torch.device, channels_last: bool):
-    """uint8 (B, S, S, 3) -> normalised float (B, 3, S, S) on the device (uint8 is 4x lighter)."""
+    """uint8 (B, S, S, 3) -> the learner's input view, normalised float (B, 3, S, S) on the device
+    (uint8 is 4x lighter to move; the view filters on the device, in training and prediction alike)."""
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(PIXEL_MAX)
+    view = getattr(model, "input_view", None)
+    if view is not None:
+        x = view(x)
     mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
     x = (x - mean) / std

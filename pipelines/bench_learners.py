@@ -10,7 +10,7 @@ predicts them with `predict_logits` (TTA as configured). The first epoch and the
 pass are warm-up (worker start, cuDNN autotuning, allocator growth); the table reports the mean of
 the later ones. Throughput does not depend on what the crops show, so no corpus is needed.
 
-Columns: learner, variant, input size, view (crop_frac), batch size, device, train and predict faces/s, and the peak
+Columns: learner, variant, input size, view (crop_frac and input filter), batch size, device, train and predict faces/s, and the peak
 GPU memory of training (CUDA only). `pipelines/oof.py` records the same two rates per unit in its
 `throughput.csv`; this script isolates them from the rest of the stage.
 """
@@ -70,10 +70,15 @@ def bench_learner(lcfg, tcfg: TrainConfig, crops, labels, groups, epochs: int) -
         seconds.append(time.perf_counter() - t0)
     steady = seconds[1:] or seconds
     return {"variant": getattr(res.model, "variant", lcfg.name), "input_size": lcfg.input_size,
-            "crop_frac": lcfg.crop_frac,
+            "crop_frac": lcfg.crop_frac, "view": _view_name(lcfg),
             "batch_size": tcfg.batch_size, "train_faces_per_s": _steady_rate(res.history),
             "predict_faces_per_s": len(crops) * len(steady) / sum(steady), "tta_flip": tcfg.tta_flip,
             "train_peak_gib": peak}
+
+
+def _view_name(lcfg) -> str:
+    """The input filter as a table cell: highpass carries its sigma."""
+    return f"{lcfg.view}({lcfg.view_sigma:g})" if lcfg.view == "highpass" else lcfg.view
 
 
 def run_benchmark(cfg: OOFConfig, n_faces: int, epochs: int) -> pd.DataFrame:

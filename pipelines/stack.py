@@ -228,7 +228,7 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
             submission, diagnostics = _final_outputs(best, X_test, tables["videos"], tables["folds"])
             for path in _write_outputs(out_dir, resolved, table, submission, diagnostics, vf):
                 mlflow.log_artifact(str(path))
-            stack_mlflow.log_sweep_summary(best, len(results))
+            stack_mlflow.log_sweep_summary(best, len(results), stack_report.baselines(table))
             info = stack_model.log_ensemble(best.ensemble, vf)
     test_scores = {k: v for k, v in best.metrics.items() if k.startswith("test_")}
     result = StackResult(table=table, best=best, results=results, video_features=vf,
@@ -288,6 +288,7 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
     best = res.best
     lines = ["", "comparison (outer CV over the level-0 folds, sorted by log loss):",
              stack_report.format_table(res.table, cfg.print_rows), "",
+             stack_report.format_baselines(stack_report.baselines(res.table)),
              f"best configuration: {best.spec.name}  (refit clip bounds {best.ensemble.clip_bounds_})",
              f"  outer-CV log loss {best.metrics['cv_log_loss']:.4f}  AUC {best.metrics['cv_auc']:.4f}",
              f"  {OPTIMISM_NOTE}"]

@@ -82,9 +82,11 @@ def log_spec_run(client: MlflowClient, experiment_id: str, parent_run_id: str, r
     return run_id
 
 
-def log_sweep_summary(best: SpecResult, n_configs: int) -> None:
+def log_sweep_summary(best: SpecResult, n_configs: int, baselines: dict | None = None) -> None:
     """The chosen configuration's metrics on the (active) sweep run, under the same names as
-    the child runs (so the sweep lines up with them in the compare view)."""
+    the child runs (so the sweep lines up with them in the compare view), and the stack's log loss
+    as a share of the best single learner's and of the plain average's (stack_report.baselines)."""
     mlflow.log_metrics(best.metrics)
     mlflow.log_metric("n_configs", n_configs)
+    mlflow.log_metrics({k: v for k, v in (baselines or {}).items() if k.startswith("stack_over_")})
     mlflow.set_tags({"fakestack.best_config": best.spec.name})

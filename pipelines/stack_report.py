@@ -35,6 +35,40 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
     return table[cols + extra].sort_values(["log_loss", "config", "stage"], kind="stable").reset_index(drop=True)
 
 
+BASELINE_METAS = ("single", "average")  # table rows that are baselines, not stacked ensembles
+
+
+def baselines(table: pd.DataFrame) -> dict[str, float | str]:
+    """The comparison the stage exists for, from one table: the best stacked row (any stage), the
+    best single learner and the plain average of all learners (raw), and the stack's log loss as a
+    share of each (below 1: what stacking adds on these folds). Empty when the table lacks stacked
+    or single-learner rows; no average keys when it has no average[all] row."""
+    stacked = table[~table["meta"].isin(BASELINE_METAS)]
+    singles = table[table["meta"] == "single"]
+    if stacked.empty or singles.empty:
+        return {}
+    best, single = stacked.loc[stacked["log_loss"].idxmin()], singles.loc[singles["log_loss"].idxmin()]
+    out = {"stack_config": best["config"], "stack_log_loss": float(best["log_loss"]),
+           "single_config": single["config"], "single_log_loss": float(single["log_loss"]),
+           "stack_over_single": float(best["log_loss"]) / float(single["log_loss"])}
+    average = table.loc[table["config"] == "average[all]", "log_loss"]
+    if not average.empty:
+        out["average_log_loss"] = float(average.min())
+        out["stack_over_average"] = out["stack_log_loss"] / out["average_log_loss"]
+    return out
+
+
+def format_baselines(b: dict[str, float | str]) -> str:
+    """One line for the terminal summary ("" when there is nothing to compare)."""
+    if not b:
+        return ""
+    text = (f"best stack {b['stack_log_loss']:.4f} ({b['stack_config']}) = {b['stack_over_single']:.3f} x "
+            f"best single {b['single_log_loss']:.4f} ({b['single_config']})")
+    if "average_log_loss" in b:
+        text += f", {b['stack_over_average']:.3f} x plain average {b['average_log_loss']:.4f}"
+    return text
+
+
 def format_table(table: pd.DataFrame, max_rows: int | None = None) -> str:
     """The comparison table as fixed-width text for the terminal."""
     shown = table if max_rows is None else table.head(max_rows)

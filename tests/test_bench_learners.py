@@ -8,7 +8,8 @@ from pipelines import bench_learners
 from pipelines.bench_learners import _steady_rate, main
 
 OVERRIDES = ["select=[meso4, resnext]", "faces.crop_size=40", "learners.meso4.input_size=32",
-             "learners.resnext.input_size=32", "train.batch_size=16", "train.device=cpu"]
+             "learners.resnext.input_size=32", "learners.resnext.view=rgb", "train.batch_size=16",
+             "train.device=cpu"]
 TINY = ["--faces", "48", "--epochs", "2"] + [arg for o in OVERRIDES for arg in ("--set", o)]
 
 
@@ -25,6 +26,7 @@ def test_benchmark_table(tmp_path):
     assert list(table["learner"]) == ["meso4", "resnext"] and out.exists()
     assert list(table["variant"]) == ["meso4", "resnext_tiny"] and set(table["device"]) == {"cpu"}
     assert list(table["input_size"]) == [32, 32] and (table["batch_size"] == 16).all()
+    assert list(table["view"]) == ["highpass(0.8)", "rgb"]  # the demo's meso4, resnext set to rgb
     assert (table[["train_faces_per_s", "predict_faces_per_s"]] > 0).all().all()
 
 

@@ -13,6 +13,7 @@ from features.common import config_hash, from_dict, to_dict
 from features.synth import SynthConfig, generate_corpus
 from features.synth.__main__ import main as synth_main
 from features.synth.corpus import CONFIG_FILE, corpus_key
+from features.synth.fake import ARTIFACTS, sample_fake
 from features.synth.measure import detection_table, read_frames
 
 SEED = 3
@@ -108,6 +109,19 @@ def test_fakes_carry_random_artifact_strengths(params):
     strengths = params[["seam", "colour", "resolution", "flicker"]]
     assert strengths.min().min() >= 0 and strengths.max().max() <= 1
     assert strengths.std().min() > 0  # per fake, not one setting for all
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3])
+def test_invisible_share_sets_the_share_of_artifact_free_fakes(share):
+    """The demo's default (0) has no invisible fakes; a share > 0 gives that many, all strengths
+    at most invisible_max (the label noise no detector can see)."""
+    cfg = SynthConfig(invisible_share=share)
+    rng = np.random.default_rng(0)
+    specs = [sample_fake(rng, None, cfg) for _ in range(400)]
+    invisible = np.array([max(sp.strengths().values()) <= cfg.invisible_max for sp in specs])
+    assert invisible.any() if share else not invisible.any()
+    assert abs(invisible.mean() - share) < 0.06
+    assert set(specs[0].strengths()) == set(ARTIFACTS)
 
 
 def test_ground_truth_covers_every_frame_of_every_video(meta, truth):

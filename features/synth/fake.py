@@ -8,8 +8,9 @@ The classic artifacts of a face swap each get a per-fake random strength in [0, 
 - flicker: the swapped region jitters in position, scale and colour from frame to frame.
 
 At strength 0 the swap is colour-matched, full-resolution, softly blended and steady: only the
-identity changes, which no detector can see without knowing the person. A share of fakes has all
-strengths near zero, so some fakes are nearly invisible, as in DFDC.
+identity changes, which no detector can see without knowing the person. A share of fakes
+(`invisible_share`, 0 in the demo corpus) can have all strengths near zero, so that some fakes are
+nearly invisible, as in DFDC.
 """
 
 from __future__ import annotations

@@ -1,0 +1,95 @@
+"""Input views: what each filter keeps and removes, and that fit and predict both apply it."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from base_learners.registry import LearnerConfig, build_learner
+from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
+from base_learners.views import (GAUSS_TRUNCATE, HIGHPASS_GAIN, HIGHPASS_MID, VIEWS, build_view,
+                                 gaussian_kernel)
+
+SIZE = 32
+
+
+def faces(n: int = 6, seed: int = 0) -> np.ndarray:
+    """uint8 crops with texture, kept away from 0 and 255 so offsets below do not saturate."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(60, 160, size=(n, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+def as_input(crops: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
+
+
+@pytest.mark.parametrize("sigma", [0.8, 1.5, 3.0])
+def test_highpass_matches_opencv_blur(sigma):
+    x = as_input(faces(2))
+    out = build_view("highpass", sigma)(x).numpy()
+    k = 2 * int(np.ceil(GAUSS_TRUNCATE * sigma)) + 1
+    for i in range(len(x)):
+        img = x[i].permute(1, 2, 0).numpy()
+        blur = cv2.GaussianBlur(img, (k, k), sigma, borderType=cv2.BORDER_REFLECT_101)
+        want = np.clip(HIGHPASS_MID + HIGHPASS_GAIN * (img - blur), 0, 1)
+        np.testing.assert_allclose(out[i].transpose(1, 2, 0), want, atol=1e-5)
+
+
+def test_highpass_removes_colour_and_brightness_offsets():
+    """What the view is for: a skin tone or lighting shift (smooth) does not reach the network."""
+    x = as_input(faces(3))
+    tint = torch.tensor([0.08, -0.05, 0.03]).view(1, 3, 1, 1)
+    view = build_view("highpass", 1.5)
+    torch.testing.assert_close(view(x + tint), view(x), atol=1e-5, rtol=0)
+    assert not torch.allclose(view(x), torch.full_like(x, HIGHPASS_MID))  # texture survives
+
+
+def test_gray_drops_colour_keeps_luma():
+    x = as_input(faces(2))
+    y = build_view("gray")(x)
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    torch.testing.assert_close(y[:, 0], luma)
+    assert torch.equal(build_view("rgb")(x), x)
+
+
+def test_view_config_errors():
+    with pytest.raises(KeyError, match="valid: gray, highpass, rgb"):
+        build_learner(LearnerConfig("meso4", input_size=SIZE, view="sobel"))
+    with pytest.raises(ValueError, match="view_sigma"):
+        build_learner(LearnerConfig("meso4", input_size=SIZE, view="highpass", view_sigma=0.0))
+    with pytest.raises(ValueError, match="too small"):
+        build_view("highpass", 4.0)(torch.zeros(1, 3, 8, 8))
+    assert VIEWS.names() == ["gray", "highpass", "rgb"]
+    assert abs(float(gaussian_kernel(1.0).sum()) - 1.0) < 1e-6
+
+
+def test_checkpoints_do_not_depend_on_the_view():
+    """Views hold no state-dict entries: a checkpoint loads into the same learner with any view."""
+    keys = {v: set(build_learner(LearnerConfig("meso4", input_size=SIZE, view=v)).state_dict())
+            for v in VIEWS.names()}
+    assert keys["rgb"] == keys["gray"] == keys["highpass"]
+
+
+def test_fit_and_predict_see_the_view():
+    """A highpass learner's logits ignore a uniform brightness offset of the crops (the plain RGB
+    learner's do not), and training batches pass through the same view."""
+    crops = faces(8)
+    brighter = crops + np.uint8(20)
+    cfg = TrainConfig(device="cpu", predict_batch_size=4)
+    seed_everything(0)
+    hp = build_learner(LearnerConfig("meso4", input_size=SIZE, view="highpass", view_sigma=1.5)).eval()
+    np.testing.assert_allclose(predict_logits(hp, brighter, cfg), predict_logits(hp, crops, cfg), atol=1e-4)
+    seed_everything(0)
+    rgb = build_learner(LearnerConfig("meso4", input_size=SIZE)).eval()
+    assert not np.allclose(predict_logits(rgb, brighter, cfg), predict_logits(rgb, crops, cfg), atol=1e-4)
+
+    seen = []
+    real = hp.input_view.forward
+    hp.input_view.forward = lambda x: seen.append(x.shape) or real(x)
+    labels = np.array([0, 1] * 4)
+    fit(hp, crops, labels, np.arange(8) // 2, TrainConfig(epochs=1, batch_size=4, device="cpu"),
+        progress=False)
+    assert seen and all(s[1:] == (3, SIZE, SIZE) for s in seen)
