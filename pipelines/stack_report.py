@@ -36,14 +36,18 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
 
 
 BASELINE_METAS = ("single", "average")  # table rows that are baselines, not stacked ensembles
+STAGE_ORDER = ("raw", "calibrated", "clipped")  # an ensemble's stages; the last one is what it outputs
 
 
 def baselines(table: pd.DataFrame) -> dict[str, float | str]:
-    """The comparison the stage exists for, from one table: the best stacked row (any stage), the
-    best single learner and the plain average of all learners (raw), and the stack's log loss as a
-    share of each (below 1: what stacking adds on these folds). Empty when the table lacks stacked
-    or single-learner rows; no average keys when it has no average[all] row."""
+    """The comparison the stage exists for, from one table: the best stacked ensemble (scored at
+    its final stage, as the pipeline picks it), the best single learner and the plain average of
+    all learners, and the stack's log loss as a share of each (below 1: what stacking adds on
+    these folds). Empty when the table lacks stacked or single-learner rows; no average keys when
+    it has no average[all] row."""
     stacked = table[~table["meta"].isin(BASELINE_METAS)]
+    rank = stacked["stage"].map({name: i for i, name in enumerate(STAGE_ORDER)})
+    stacked = stacked.assign(_rank=rank).sort_values("_rank", kind="stable").groupby("config").tail(1)
     singles = table[table["meta"] == "single"]
     if stacked.empty or singles.empty:
         return {}
