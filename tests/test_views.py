@@ -86,10 +86,10 @@ def test_fit_and_predict_see_the_view():
     rgb = build_learner(LearnerConfig("meso4", input_size=SIZE)).eval()
     assert not np.allclose(predict_logits(rgb, brighter, cfg), predict_logits(rgb, crops, cfg), atol=1e-4)
 
-    seen = []
+    seen = []  # (is the model training?, batch shape) at each call of the view
     real = hp.input_view.forward
-    hp.input_view.forward = lambda x: seen.append(x.shape) or real(x)
+    hp.input_view.forward = lambda x: seen.append((hp.training, tuple(x.shape[1:]))) or real(x)
     labels = np.array([0, 1] * 4)
     fit(hp, crops, labels, np.arange(8) // 2, TrainConfig(epochs=1, batch_size=4, device="cpu"),
         progress=False)
-    assert seen and all(s[1:] == (3, SIZE, SIZE) for s in seen)
+    assert (True, (3, SIZE, SIZE)) in seen  # optimisation steps, not only the inner validation
