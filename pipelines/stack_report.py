@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from features.common import atomic_write_with
+from meta.ensemble import STAGES
 from meta.metrics import reliability_curve
 
 METRIC_COLUMNS = ("log_loss", "balanced_log_loss", "auc", "accuracy", "brier", "ece")
@@ -35,8 +36,7 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
     return table[cols + extra].sort_values(["log_loss", "config", "stage"], kind="stable").reset_index(drop=True)
 
 
-BASELINE_METAS = ("single", "average")  # table rows that are baselines, not stacked ensembles
-STAGE_ORDER = ("raw", "calibrated", "clipped")  # an ensemble's stages; the last one is what it outputs
+BASELINE_METAS = ("single", "average")  # configurations that are baselines, not stacked ensembles
 
 
 def baselines(table: pd.DataFrame) -> dict[str, float | str]:
@@ -46,7 +46,7 @@ def baselines(table: pd.DataFrame) -> dict[str, float | str]:
     these folds). Empty when the table lacks stacked or single-learner rows; no average keys when
     it has no average[all] row."""
     stacked = table[~table["meta"].isin(BASELINE_METAS)]
-    rank = stacked["stage"].map({name: i for i, name in enumerate(STAGE_ORDER)})
+    rank = stacked["stage"].map({name: i for i, name in enumerate(STAGES)})  # last = output
     stacked = stacked.assign(_rank=rank).sort_values("_rank", kind="stable").groupby("config").tail(1)
     singles = table[table["meta"] == "single"]
     if stacked.empty or singles.empty:

@@ -22,9 +22,9 @@ from meta.ensemble import STAGES, StackedEnsemble
 from meta.evaluate import comparison_rows, outer_cv_stages
 from meta.metrics import score
 from pipelines import stack_report
+from pipelines.stack_report import BASELINE_METAS
 
 ALL_LEARNERS = "all"
-BASELINE_METAS = ("single", "average")
 FINAL_STAGE = STAGES[-1]
 
 
