@@ -105,13 +105,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def show_table(table: pd.DataFrame, out: str | None, digits: int, hide: tuple[str, ...] = ()) -> None:
+    """Print a benchmark table (without the `hide` columns) and write all of it to `out` if given."""
+    print(table.drop(columns=list(hide)).to_string(index=False, float_format=lambda x: f"{x:.{digits}f}"))
+    if out:
+        table.to_csv(out, index=False)
+
+
 def main(argv=None) -> pd.DataFrame:
     args = parse_args(argv)
     cfg = build_config(OOFConfig, "oof", args.profile, args.overrides)
     table = run_benchmark(cfg, args.faces, args.epochs)
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
-    if args.out:
-        table.to_csv(args.out, index=False)
+    show_table(table, args.out, digits=1)
     return table
 
 

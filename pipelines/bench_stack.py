@@ -31,7 +31,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipelines import oof, stack, stack_report
-from pipelines.config import DEFAULT_PROFILE, WORK_DIR, build_config
+from pipelines.bench_learners import show_table
+from pipelines.config import DEFAULT_PROFILE, WORK_DIR, add_config_args, build_config
 
 DEFAULT_SEEDS = (0, 1, 2)
 BENCH_DIR = "bench_stack"  # under the workdir
@@ -90,21 +91,16 @@ def format_row(row: dict) -> str:
 def main(argv=None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
-    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="profile of both stages")
-    parser.add_argument("--set", dest="oof_overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override of the oof config (repeatable)")
+    add_config_args(parser)  # --profile (both stages) and --set (the oof config)
     parser.add_argument("--stack-set", dest="stack_overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override of the stack config (repeatable)")
     parser.add_argument("--workdir", help="working folder (default: repo/.fakestack)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlflow/)")
     parser.add_argument("--out", help="also write the table to this CSV")
     args = parser.parse_args(argv)
-    table = bench(args.seeds, args.profile, args.oof_overrides, args.stack_overrides,
+    table = bench(args.seeds, args.profile, args.overrides, args.stack_overrides,
                   args.workdir, args.tracking_uri)
-    shown = table.drop(columns=["stack_config"])
-    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    if args.out:
-        table.to_csv(args.out, index=False)
+    show_table(table, args.out, digits=4, hide=("stack_config",))
     return table
 
 
