@@ -11,7 +11,7 @@ key). They are written atomically, checkpoint first and metrics.json last, so a 
 metrics.json is a finished unit: on rerun it is loaded, not trained. Unit seeds derive from
 (global seed, learner, fold), so the order of units and interruptions do not change any result.
 
-Parallel (`workers` > 1, CPU): units train in single-process workers (features.pool), each with the
+Parallel (`workers` > 1, CPU): units train in single-process workers (features.faces.pool), each with the
 frames and crops sent once. Small CPU models gain little from a second torch thread and almost 2x
 from a second process. Results do not depend on the worker count as long as the torch thread count
 of training is fixed (TrainConfig.num_threads, part of the unit key).
@@ -38,11 +38,11 @@ from tqdm.auto import tqdm
 
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
-from features.pool import n_workers, process_map
 from features.common import (
     ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict,
     to_dict,
 )
+from features.faces.pool import n_workers, process_map
 
 FACE_KEY = ["video_id", "frame_idx", "face_idx"]
 FRAME_PREDS_COLUMNS = ["video_id", "frame_idx", "face_idx", "learner", "fold", "logit", "prob"]

@@ -33,9 +33,10 @@ from base_learners.oof import (
 from base_learners.registry import LEARNERS, LearnerConfig
 from base_learners.train import TrainConfig, resolve_device
 from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, to_dict
-from features.datasets import read_corpora
-from features.faces import FaceConfig, extract_faces, load_crops
-from features.folds import FoldConfig, check_folds, make_folds
+from features.corpus.folds import FoldConfig, check_folds, make_folds
+from features.corpus.readers import read_corpora
+from features.faces.config import FaceConfig
+from features.faces.extract import extract_faces, load_crops
 from features.synth import SynthConfig, generate_corpus
 from features.synth.corpus import corpus_key
 from pipelines.config import WORK_DIR, add_config_args, build_config

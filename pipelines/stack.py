@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from features.aggregate import AggregateConfig, aggregate, learners_in
 from features.common import atomic_write_parquet, atomic_write_text, to_dict
-from features.datasets import read_test_labels
-from pipelines import stack_mlflow, stack_model, stack_report
+from features.corpus.readers import read_test_labels
 from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config
-from pipelines.stack_sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
+from pipelines.stacking import model, report, runs
+from pipelines.stacking.sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
 from pipelines.tracking import (MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking,
                                 ui_hint)
 
@@ -94,12 +94,12 @@ def latest_oof_run(client: MlflowClient) -> str:
     if exp is None:
         raise FileNotFoundError(f"no experiment {OOF_EXPERIMENT!r} in {mlflow.get_tracking_uri()}: run "
                                 "pipelines/oof.py first, or pass --oof-run RUN_ID / --oof-dir DIR")
-    runs = client.search_runs([exp.experiment_id], f"tags.`{stack_mlflow.STAGE_TAG}` = '{OOF_STAGE}' "
+    found = client.search_runs([exp.experiment_id], f"tags.`{runs.STAGE_TAG}` = '{OOF_STAGE}' "
                               "and attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"],
                               max_results=OOF_SEARCH_LIMIT)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     if not parents:
-        raise FileNotFoundError(f"no finished oof run (tag {stack_mlflow.STAGE_TAG}={OOF_STAGE}) in "
+        raise FileNotFoundError(f"no finished oof run (tag {runs.STAGE_TAG}={OOF_STAGE}) in "
                                 f"{mlflow.get_tracking_uri()}; pass --oof-run RUN_ID or --oof-dir DIR")
     return parents[0].info.run_id
 
@@ -215,21 +215,21 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
         X, X_test = split_features(vf)
         y_test = split_labels(tables["videos"], X_test["video_id"].astype(str), cfg.test_labels)
         specs = make_specs(cfg.sweep, _learners(vf))
-        tags = stack_mlflow.common_tags(oof_run_id, source, git_commit())
+        tags = runs.common_tags(oof_run_id, source, git_commit())
         with mlflow.start_run(experiment_id=exp_id, run_name="stack-sweep",
-                              tags={**tags, stack_mlflow.KIND_TAG: "sweep"}) as parent:
-            mlflow.log_params(stack_mlflow.flat_params(to_dict(resolved)))
+                              tags={**tags, runs.KIND_TAG: "sweep"}) as parent:
+            mlflow.log_params(runs.flat_params(to_dict(resolved)))
             log_child = _ChildLogger(exp_id, parent.info.run_id, tags, resolved)
             results = evaluate_all(specs, cfg, X, X_test, y_test, scratch / "plots", progress, log_child)
             best = choose_best(results)
             run_ids = log_child.run_ids
-            MlflowClient().set_tag(run_ids[best.spec.name], stack_mlflow.BEST_TAG, "true")
-            table = stack_report.comparison_table([row for r in results for row in r.rows])
+            MlflowClient().set_tag(run_ids[best.spec.name], runs.BEST_TAG, "true")
+            table = report.comparison_table([row for r in results for row in r.rows])
             submission, diagnostics = _final_outputs(best, X_test, tables["videos"], tables["folds"])
             for path in _write_outputs(out_dir, resolved, table, submission, diagnostics, vf):
                 mlflow.log_artifact(str(path))
-            stack_mlflow.log_sweep_summary(best, len(results), stack_report.baselines(table))
-            info = stack_model.log_ensemble(best.ensemble, vf)
+            runs.log_sweep_summary(best, len(results), report.baselines(table))
+            info = model.log_ensemble(best.ensemble, vf)
     test_scores = {k: v for k, v in best.metrics.items() if k.startswith("test_")}
     result = StackResult(table=table, best=best, results=results, video_features=vf,
                          submission=submission, diagnostics=diagnostics, output_dir=out_dir,
@@ -258,7 +258,7 @@ class _ChildLogger:
         self.run_ids: dict[str, str] = {}
 
     def __call__(self, res: SpecResult) -> None:
-        self.run_ids[res.spec.name] = stack_mlflow.log_spec_run(
+        self.run_ids[res.spec.name] = runs.log_spec_run(
             self.client, self.exp_id, self.parent_id, res, self.tags, self.shared)
 
 
@@ -266,10 +266,10 @@ def _final_outputs(best: SpecResult, X_test, videos, folds) -> tuple[pd.DataFram
     """submission.csv and diagnostics.csv of the best configuration; the submission is checked
     against the videos and folds tables themselves (every video without a fold, once)."""
     prob = best.test_stages[FINAL_STAGE]
-    submission = stack_report.build_submission(X_test["video_id"], prob)
+    submission = report.build_submission(X_test["video_id"], prob)
     in_oof = videos["video_id"].isin(folds.loc[folds["fold"].notna(), "video_id"])
-    stack_report.check_submission(submission, videos, ~in_oof)
-    diagnostics = stack_report.build_diagnostics(X_test, prob, best.test_no_face, best.ensemble.prior_)
+    report.check_submission(submission, videos, ~in_oof)
+    diagnostics = report.build_diagnostics(X_test, prob, best.test_no_face, best.ensemble.prior_)
     return submission, diagnostics
 
 
@@ -287,8 +287,8 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
     """What the user needs at the end: table, best config, CV vs test, where things are."""
     best = res.best
     lines = ["", "comparison (outer CV over the level-0 folds, sorted by log loss):",
-             stack_report.format_table(res.table, cfg.print_rows), "",
-             stack_report.format_baselines(stack_report.baselines(res.table)),
+             report.format_table(res.table, cfg.print_rows), "",
+             report.format_baselines(report.baselines(res.table)),
              f"best configuration: {best.spec.name}  (refit clip bounds {best.ensemble.clip_bounds_})",
              f"  outer-CV log loss {best.metrics['cv_log_loss']:.4f}  AUC {best.metrics['cv_auc']:.4f}",
              f"  {OPTIMISM_NOTE}"]

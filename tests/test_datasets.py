@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from features.common import atomic_write_parquet
-from features.datasets import (
+from features.corpus.readers import (
     METADATA_NAME, STATUS_MISSING, STATUS_OK, TEST_LABELS_NAME, VIDEO_COLUMNS, CorpusError,
     read_corpora, read_test_labels,
 )

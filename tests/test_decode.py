@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from features.decode import DecodeError, read_frames, sample_indices, upright
+from features.faces.decode import DecodeError, read_frames, sample_indices, upright
 
 SIZE = (64, 48)  # width, height
 BITS = 6  # frame index written as 6 black/white blocks of BLOCK px in the bottom band

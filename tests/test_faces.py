@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import face_cache
-from features.decode import read_frames
-from features.detect import crop_face, detect_faces, detection_scale, square_box
-from features.faces import FaceConfig, crops_dir_for, extract_faces, load_crops
-from features.tracking import iou_matrix, link_tracks
+from features.faces import cache
+from features.faces.config import FaceConfig
+from features.faces.decode import read_frames
+from features.faces.detect import crop_face, detect_faces, detection_scale, square_box
+from features.faces.extract import crops_dir_for, extract_faces, load_crops
+from features.faces.tracking import iou_matrix, link_tracks
 
 TINY = dict(n_frames=4, crop_size=32, batch_size=8)  # a FaceConfig small enough for tests
 
@@ -192,7 +193,7 @@ def test_every_bad_input_gets_its_status(bad_corpus, tmp_path):
 
 
 def test_cache_is_reused_keyed_by_config_and_source(bad_corpus, tmp_path, monkeypatch):
-    import features.faces as faces_mod
+    import features.faces.extract as faces_mod
 
     videos = videos_table(bad_corpus, ["plain.mp4", "zero.mp4"])
     cfg = FaceConfig(workers=1, **TINY)
@@ -216,12 +217,12 @@ def test_crop_formats_round_trip(tmp_path):
     crops = np.stack([np.stack([*np.meshgrid(ramp, ramp), np.full((16, 16), 50.0 * k)], -1)
                       for k in range(3)]).astype(np.uint8)
     for fmt in ("npy", "jpg"):
-        store = face_cache.CROP_STORES.get(fmt)
+        store = cache.CROP_STORES.get(fmt)
         store.write(tmp_path, "a/b.mp4", crops)
         back = store.read(tmp_path, "a/b.mp4", 16)
         assert back.shape == crops.shape and back.dtype == np.uint8
         assert np.abs(back.astype(int) - crops).mean() < (0.01 if fmt == "npy" else 3)
-    assert face_cache.video_name("a/b.mp4") != "a/b.mp4" and "/" not in face_cache.video_name("a/b.mp4")
+    assert cache.video_name("a/b.mp4") != "a/b.mp4" and "/" not in cache.video_name("a/b.mp4")
 
 
 # ---- real detection on the embedded corpus ------------------------------------------------------------
@@ -243,7 +244,7 @@ def synth_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synth_videos(synth_corpus) -> pd.DataFrame:
     """A few videos of the corpus, two-person ones first."""
-    from features.datasets import read_corpora
+    from features.corpus.readers import read_corpora
 
     videos = read_corpora([synth_corpus])
     truth = pd.read_parquet(synth_corpus / "ground_truth.parquet")

@@ -8,8 +8,8 @@ import pytest
 from sklearn.model_selection import KFold
 
 from features.common import ConfigError, from_dict
-from features.datasets import METADATA_NAME, read_corpora, read_test_labels
-from features.folds import FoldConfig, FoldError, check_folds, connected_groups, make_folds
+from features.corpus.folds import FoldConfig, FoldError, check_folds, connected_groups, make_folds
+from features.corpus.readers import METADATA_NAME, read_corpora, read_test_labels
 
 N_ORIGINALS = 30
 FAKES_PER_ORIGINAL = (4, 5)  # as in DFDC

@@ -16,8 +16,9 @@ from scipy.special import expit
 
 from features.common import ConfigError, from_dict
 from meta.toy import toy_video_features
-from pipelines import stack, stack_report
-from pipelines.stack_sweep import CalibrationFamily, EnsembleSpec, build_ensemble
+from pipelines import stack
+from pipelines.stacking import report
+from pipelines.stacking.sweep import CalibrationFamily, EnsembleSpec, build_ensemble
 from pipelines.tracking import OOF_EXPERIMENT, STACK_EXPERIMENT, setup_tracking
 
 LEARNERS = {"alpha": 1.5, "beta": 0.8, "gamma": 0.3}  # name -> logit separation of the label
@@ -162,16 +163,16 @@ def test_comparison_table_has_baselines_and_every_stage(done):
     assert not table.duplicated(["config", "stage"]).any()
     assert table["log_loss"].is_monotonic_increasing
     assert len(table) == len(result.table)
-    b = stack_report.baselines(table)
+    b = report.baselines(table)
     singles = table[table["config"].str.startswith("single:")]
     assert b["single_log_loss"] == singles["log_loss"].min()
     assert b["stack_log_loss"] == pytest.approx(result.best.metrics["cv_log_loss"])  # final stage
     assert b["stack_config"] == result.best.spec.name
     assert b["stack_over_single"] == pytest.approx(b["stack_log_loss"] / b["single_log_loss"])
     assert b["average_log_loss"] == table.loc[table["config"] == "average[all]", "log_loss"].item()
-    assert "x best single" in stack_report.format_baselines(b)
-    assert "average_log_loss" not in stack_report.baselines(table[table["config"] != "average[all]"])
-    assert stack_report.baselines(table[table["meta"] == "single"]) == {}
+    assert "x best single" in report.format_baselines(b)
+    assert "average_log_loss" not in report.baselines(table[table["config"] != "average[all]"])
+    assert report.baselines(table[table["meta"] == "single"]) == {}
 
 
 def test_mlflow_runs_one_per_configuration(done):
@@ -201,7 +202,7 @@ def test_mlflow_runs_one_per_configuration(done):
     assert {"submission.csv", "diagnostics.csv", "comparison.csv", "video_features.parquet",
             "config.yaml"} <= parent
     sweep = client.get_run(result.sweep_run_id).data.metrics
-    assert sweep["stack_over_single"] == pytest.approx(stack_report.baselines(result.table)["stack_over_single"])
+    assert sweep["stack_over_single"] == pytest.approx(report.baselines(result.table)["stack_over_single"])
     assert "stack_over_average" in sweep
 
 

@@ -16,7 +16,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pipelines.stack_sweep import SpecResult
+from pipelines.stacking.sweep import SpecResult
 
 STAGE_TAG = "fakestack.stage"
 STAGE = "stack"
@@ -85,7 +85,7 @@ def log_spec_run(client: MlflowClient, experiment_id: str, parent_run_id: str, r
 def log_sweep_summary(best: SpecResult, n_configs: int, baselines: dict | None = None) -> None:
     """The chosen configuration's metrics on the (active) sweep run, under the same names as
     the child runs (so the sweep lines up with them in the compare view), and the stack's log loss
-    as a share of the best single learner's and of the plain average's (stack_report.baselines)."""
+    as a share of the best single learner's and of the plain average's (stacking.report.baselines)."""
     mlflow.log_metrics(best.metrics)
     mlflow.log_metric("n_configs", n_configs)
     mlflow.log_metrics({k: v for k, v in (baselines or {}).items() if k.startswith("stack_over_")})

@@ -21,8 +21,8 @@ from meta.clipping import DEFAULT_CLIP_BOUNDS, DEFAULT_CLIP_GRID
 from meta.ensemble import STAGES, StackedEnsemble
 from meta.evaluate import comparison_rows, outer_cv_stages
 from meta.metrics import score
-from pipelines import stack_report
-from pipelines.stack_report import BASELINE_METAS
+from pipelines.stacking import report
+from pipelines.stacking.report import BASELINE_METAS
 
 ALL_LEARNERS = "all"
 FINAL_STAGE = STAGES[-1]
@@ -233,11 +233,11 @@ def _plots(res: SpecResult, y: np.ndarray, plot_dir: Path) -> dict[str, Path]:
     p = res.cv_stages[FINAL_STAGE]
     title = res.spec.name
     plots = {
-        "reliability.png": stack_report.plot_reliability(y, p, out_dir / "reliability.png", title),
-        "roc.png": stack_report.plot_roc(y, p, out_dir / "roc.png", title, res.metrics["cv_auc"]),
+        "reliability.png": report.plot_reliability(y, p, out_dir / "reliability.png", title),
+        "roc.png": report.plot_roc(y, p, out_dir / "roc.png", title, res.metrics["cv_auc"]),
     }
     if res.importance is not None:
-        plots["feature_importance.png"] = stack_report.plot_importance(
+        plots["feature_importance.png"] = report.plot_importance(
             res.importance, out_dir / "feature_importance.png", title)
         csv = out_dir / "feature_importance.csv"
         res.importance.rename_axis("feature").reset_index().to_csv(csv, index=False)

@@ -1,7 +1,7 @@
 """Benchmark of the face stage: this stage's way vs the naive way, on the same videos, in one run.
 
-    python -m pipelines.bench_faces                      # demo profile, generated embedded corpus
-    python -m pipelines.bench_faces --data PATH --videos 20 --set detect_scale=0.5
+    python -m pipelines.bench.faces                      # demo profile, generated embedded corpus
+    python -m pipelines.bench.faces --data PATH --videos 20 --set detect_scale=0.5
 
 * fast  = features.faces as the pipeline runs it: `n_frames` sampled frames (grab/retrieve),
   downscaled, MTCNN in batches, crops. Decode, detect and crop are timed separately so the table
@@ -31,12 +31,13 @@ import pandas as pd
 import torch
 
 from features.common import from_dict, to_dict
-from features.datasets import read_corpora
-from features.decode import read_frames
-from features.detect import build_detector, crop_face, detect_faces
-from features.face_cache import CROP_STORES
-from features.faces import DETECT_THREADS, FaceConfig, extract_faces
-from features.tracking import iou_matrix
+from features.corpus.readers import read_corpora
+from features.faces.cache import CROP_STORES
+from features.faces.config import DETECT_THREADS, FaceConfig
+from features.faces.decode import read_frames
+from features.faces.detect import build_detector, crop_face, detect_faces
+from features.faces.extract import extract_faces
+from features.faces.tracking import iou_matrix
 from pipelines.config import DEFAULT_PROFILE, WORK_DIR, apply_override, load_profile
 
 BENCH_DIR = WORK_DIR / "bench_faces"

@@ -21,14 +21,12 @@ frame's short side is it shrunk to that side.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import torch
 
-if TYPE_CHECKING:  # only for annotations: faces.py imports this module
-    from features.faces import FaceConfig
+from features.faces.config import FaceConfig
 
 MTCNN_MIN_WINDOW = 12  # P-Net's input window: the smallest face MTCNN can see, in detection pixels
 MAX_SCALE = 1.0  # never upsample frames for detection: it costs time and finds no extra real faces
@@ -53,7 +51,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def build_detector(cfg: "FaceConfig"):
+def build_detector(cfg: FaceConfig):
     """MTCNN configured from `cfg`. keep_all/probability order: we select and track faces ourselves."""
     from facenet_pytorch import MTCNN  # heavy import, deferred to the processes that detect
 
@@ -67,7 +65,7 @@ def build_detector(cfg: "FaceConfig"):
     return detector
 
 
-def detection_scale(height: int, width: int, cfg: "FaceConfig") -> float:
+def detection_scale(height: int, width: int, cfg: FaceConfig) -> float:
     """Downscale factor for a frame: `detect_scale`, lowered so the long side fits `detect_max_side`."""
     scale = cfg.detect_scale
     if cfg.detect_max_side:
@@ -75,7 +73,7 @@ def detection_scale(height: int, width: int, cfg: "FaceConfig") -> float:
     return min(scale, MAX_SCALE)
 
 
-def _filter(boxes, probs, height: int, width: int, cfg: "FaceConfig") -> Detections:
+def _filter(boxes, probs, height: int, width: int, cfg: FaceConfig) -> Detections:
     """Clip to the frame, drop weak or degenerate boxes, keep the `max_faces` most probable."""
     if boxes is None or len(boxes) == 0:
         return Detections.empty()
@@ -89,7 +87,7 @@ def _filter(boxes, probs, height: int, width: int, cfg: "FaceConfig") -> Detecti
     return Detections(boxes[order], probs[order])
 
 
-def _detect_at(detector, frames: list[np.ndarray], scale: float, cfg: "FaceConfig") -> list[Detections]:
+def _detect_at(detector, frames: list[np.ndarray], scale: float, cfg: FaceConfig) -> list[Detections]:
     """Detect faces in equal-size frames resized by `scale`, in batches of `cfg.batch_size`."""
     height, width = frames[0].shape[:2]
     dw, dh = max(1, round(width * scale)), max(1, round(height * scale))
@@ -111,7 +109,7 @@ def _detect_at(detector, frames: list[np.ndarray], scale: float, cfg: "FaceConfi
     return out
 
 
-def _detect_same_size(detector, frames: list[np.ndarray], cfg: "FaceConfig") -> list[Detections]:
+def _detect_same_size(detector, frames: list[np.ndarray], cfg: FaceConfig) -> list[Detections]:
     """Downscaled detection; frames where it finds nothing are retried at full resolution.
 
     A face of 40 detection pixels reaches MTCNN's last stage (48 px input) blurred, and its
@@ -129,7 +127,7 @@ def _detect_same_size(detector, frames: list[np.ndarray], cfg: "FaceConfig") -> 
     return out
 
 
-def detect_faces(detector, frames: list[np.ndarray], cfg: "FaceConfig") -> list[Detections]:
+def detect_faces(detector, frames: list[np.ndarray], cfg: FaceConfig) -> list[Detections]:
     """Faces of each RGB frame (full-res boxes, best first). Frames of equal size batch together."""
     out: list[Detections | None] = [None] * len(frames)
     by_shape: dict[tuple, list[int]] = {}

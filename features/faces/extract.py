@@ -1,10 +1,11 @@
 """Face extraction stage: videos table -> faces table + per-video status + cached crops.
 
-    decode (features.decode) -> detect (features.detect) -> track (features.tracking) -> crop -> cache
+    decode (features.faces.decode) -> detect (features.faces.detect)
+        -> track (features.faces.tracking) -> crop -> cache (features.faces.cache)
 
 `extract_faces` accounts for every input video with exactly one status row: `ok`, `no_face`,
 `decode_error` or `missing_file`, with a message. Finished videos are cached per FaceConfig hash
-(features.face_cache) and skipped on re-runs; the work runs in a process pool, one MTCNN per worker.
+and skipped on re-runs; the work runs in a process pool, one MTCNN per worker.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from features import face_cache
-from features.common import ConfigError, config_hash, to_dict
-from features.pool import n_workers, process_map
-from features.decode import DecodeError, read_frames
-from features.detect import build_detector, crop_face, detect_faces
-from features.tracking import link_tracks
+from features.common import config_hash, to_dict
+from features.faces import cache
+from features.faces.config import DETECT_THREADS, RUNTIME_FIELDS, FaceConfig
+from features.faces.decode import DecodeError, read_frames
+from features.faces.detect import build_detector, crop_face, detect_faces
+from features.faces.pool import n_workers, process_map
+from features.faces.tracking import link_tracks
 
 CACHE_VERSION = 1  # bump when the cached files change meaning; part of the cache key
 STATUSES = ("ok", "no_face", "decode_error", "missing_file")
@@ -35,50 +37,7 @@ STATUS_COLUMNS = {
     "video_id": "string", "status": "string", "message": "string", "n_frames": "int64",
     "n_faces": "int64", "n_stream": "int64", "rotation": "int64",
 }
-RUNTIME_FIELDS = ("workers", "decode_threads")  # do not change a single bit of the results
-# torch threads per detecting process, whatever the worker count: MTCNN's float results differ in the
-# last bits between thread counts (and between batch compositions, hence batch_size is in the cache
-# key), and that would make a cache filled with workers=1 differ from one filled by a pool. Parallelism
-# comes from processes (workers=0: one per core, see features.pool) instead.
-DETECT_THREADS = 1
-PRELOAD = ["features.faces", "facenet_pytorch"]  # imported once by the forkserver
-
-
-@dataclass
-class FaceConfig:
-    """Every setting of the face stage. The fields outside RUNTIME_FIELDS form the cache key."""
-
-    n_frames: int = 32  # frames sampled evenly over each video (DFDC winners used 32)
-    detect_scale: float = 0.5  # downscale before detection (0.5 suits 1080p)
-    detect_max_side: int | None = None  # also cap the long side at this many pixels (mixed resolutions)
-    retry_full_res: bool = True  # re-detect frames where the downscaled pass found no face at full res
-    min_face_size: int = 40  # smallest face searched, in full-resolution pixels
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # MTCNN P-/R-/O-Net thresholds
-    factor: float = 0.709  # MTCNN pyramid step
-    det_prob: float = 0.9  # faces below this detection probability are dropped
-    max_faces: int = 2  # faces kept per frame, most probable first
-    track_iou: float = 0.3  # IoU that links a box to a track of an earlier frame
-    margin: float = 0.25  # crop square side = longer box side * (1 + 2 * margin)
-    crop_size: int = 224  # crops are resized to crop_size x crop_size
-    crop_format: str = "npy"  # features.face_cache.CROP_STORES: npy | jpg
-    batch_size: int = 32  # frames per MTCNN call
-    channels_last: bool = True  # MTCNN in channels-last memory: ~1.6x faster on CPU (its max-pools)
-    workers: int = 0  # processes; 0 = one per core; 1 = in this process
-    device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    decode_threads: int = 1  # FFmpeg threads per worker (workers already fill the cores)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "n_frames >= 1": self.n_frames >= 1, "0 < detect_scale": self.detect_scale > 0,
-            "min_face_size >= 1": self.min_face_size >= 1, "3 thresholds": len(self.thresholds) == 3,
-            "0 < factor < 1": 0 < self.factor < 1, "0 <= det_prob <= 1": 0 <= self.det_prob <= 1,
-            "max_faces >= 1": self.max_faces >= 1, "margin >= 0": self.margin >= 0,
-            "crop_size >= 1": self.crop_size >= 1, "batch_size >= 1": self.batch_size >= 1,
-            "workers >= 0": self.workers >= 0,
-        }
-        failed = [name for name, ok in checks.items() if not ok]
-        if failed:
-            raise ConfigError(f"FaceConfig: {', '.join(failed)} violated in {self}")
+PRELOAD = ["features.faces.extract", "facenet_pytorch"]  # imported once by the forkserver
 
 
 @dataclass
@@ -101,12 +60,12 @@ def crops_dir_for(cache_dir: Path | str, cfg: FaceConfig) -> Path:
 def load_crops(crops_dir: Path | str, video_id: str) -> np.ndarray:
     """(n, S, S, 3) uint8 RGB crops of one video; row i is the faces row with crop_idx == i."""
     crops_dir = Path(crops_dir)
-    fields = face_cache.read_config(crops_dir)
-    if face_cache.read_marker(crops_dir, video_id) is None:
+    fields = cache.read_config(crops_dir)
+    if cache.read_marker(crops_dir, video_id) is None:
         raise FileNotFoundError(
             f"{crops_dir}: no finished face extraction for video {video_id!r} (see face_status)"
         )
-    store = face_cache.CROP_STORES.get(fields["crop_format"])
+    store = cache.CROP_STORES.get(fields["crop_format"])
     return store.read(crops_dir, video_id, fields["crop_size"])
 
 
@@ -173,7 +132,7 @@ def source_key(path: Path) -> dict:
 def process_and_store(video_id: str, path: str, cfg: FaceConfig, crops_dir: str, detector) -> dict:
     faces, crops, status = faces_of_video(video_id, Path(path), cfg, detector)
     status["source"] = source_key(Path(path)) if Path(path).is_file() else None
-    face_cache.write_result(Path(crops_dir), cfg.crop_format, faces, crops, status)
+    cache.write_result(Path(crops_dir), cfg.crop_format, faces, crops, status)
     return status
 
 
@@ -229,7 +188,7 @@ def _check_videos(videos: pd.DataFrame) -> None:
 
 
 def _is_done(crops_dir: Path, video_id: str, path: Path) -> bool:
-    marker = face_cache.read_marker(crops_dir, video_id)
+    marker = cache.read_marker(crops_dir, video_id)
     return marker is not None and marker.get("source") == source_key(path)
 
 
@@ -242,10 +201,10 @@ def extract_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str,
     they are picked up once they appear.
     """
     _check_videos(videos)
-    face_cache.CROP_STORES.get(cfg.crop_format)  # unknown format: fail before any work
+    cache.CROP_STORES.get(cfg.crop_format)  # unknown format: fail before any work
     crops_dir = crops_dir_for(cache_dir, cfg)
     crops_dir.mkdir(parents=True, exist_ok=True)
-    face_cache.write_config(crops_dir, cache_fields(cfg))
+    cache.write_config(crops_dir, cache_fields(cfg))
     marked = videos["status"].eq("missing_file").fillna(False) if "status" in videos else None
     missing, todo = {}, []
     for i, row in enumerate(videos.itertuples(index=False)):
@@ -266,12 +225,12 @@ def _collect(video_ids: list[str], missing: dict, crops_dir: Path) -> FaceResult
         if video_id in missing:
             statuses.append(missing[video_id])
             continue
-        marker = face_cache.read_marker(crops_dir, video_id)
+        marker = cache.read_marker(crops_dir, video_id)
         if marker is None:
             raise RuntimeError(f"{crops_dir}: video {video_id!r} has no result after extraction")
         statuses.append({k: marker[k] for k in STATUS_COLUMNS})
         if marker["status"] == "ok":
-            faces.append(face_cache.read_faces(crops_dir, video_id))
+            faces.append(cache.read_faces(crops_dir, video_id))
     status = pd.DataFrame(statuses, columns=list(STATUS_COLUMNS)).astype(STATUS_COLUMNS)
     face_table = pd.concat(faces, ignore_index=True) if faces else _empty_faces()
     return FaceResult(face_table.astype(FACE_COLUMNS), status, crops_dir)

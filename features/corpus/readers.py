@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from features.folds import TEST_SPLIT, connected_groups
+from features.corpus.folds import TEST_SPLIT, connected_groups
 
 METADATA_NAME = "metadata.json"
 TEST_LABELS_NAME = "test_labels.csv"  # the embedded corpus's answer file: filename,label (0/1)
@@ -215,7 +215,7 @@ def read_corpora(
     """Read corpus folders into one videos table (VIDEO_COLUMNS), rows sorted by part, video_id.
 
     `group` joins each fake with its original (even one absent from the corpus) and, with
-    `link_parts`, every video of a folder; see `features.folds.connected_groups`.
+    `link_parts`, every video of a folder; see `features.corpus.folds.connected_groups`.
     """
     if on_missing not in ON_MISSING_CHOICES:
         raise ValueError(f"on_missing={on_missing!r}; valid: {', '.join(ON_MISSING_CHOICES)}")

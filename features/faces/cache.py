@@ -10,7 +10,7 @@ Every file is written atomically, and the marker last: a video is done iff its m
 source key (file size, mtime) still matches, so a run killed at any moment and restarted redoes
 exactly the unfinished videos and ends with the same files as an uninterrupted run.
 
-Crop format: measured with `python -m pipelines.bench_faces --formats` on this 2-core machine (under
+Crop format: measured with `python -m pipelines.bench.faces --formats` on this 2-core machine (under
 heavy load from other jobs; 6 embedded-corpus videos, the same crops written both ways):
 
     crop_size  format  crops  files  MB     write ms/crop  read ms/crop  mean abs error

@@ -1,7 +1,7 @@
 """Benchmark of what stacking adds, over several seeds of the embedded corpus.
 
-    python -m pipelines.bench_stack --seeds 0 1 2              # demo profiles; ~8.5 min per seed (2 cores)
-    python -m pipelines.bench_stack --seeds 0 1 --set train.epochs=2 --stack-set sweep.metas=[logreg]
+    python -m pipelines.bench.stack --seeds 0 1 2              # demo profiles; ~8.5 min per seed (2 cores)
+    python -m pipelines.bench.stack --seeds 0 1 --set train.epochs=2 --stack-set sweep.metas=[logreg]
 
 One corpus is one draw: at demo log losses (0.05-0.1 over ~440 videos) a handful of confidently
 wrong videos carry a third of the loss, so the ratio "best stack / best single learner" of one run
@@ -10,7 +10,7 @@ moves by 0.1 from one corpus seed to the next. This script reports it per seed a
 For each seed it runs the whole of `oof.py` (`oof.run`, config = oof profile + `--set` overrides +
 `synth.seed=SEED`; corpus, faces and learner units are cached in the workdir, so a rerun resumes)
 and then the whole of `stack.py` (`stack.run` on that oof run; outputs under
-`<workdir>/bench_stack/seed_<SEED>`), and takes `stack_report.baselines` of its comparison table:
+`<workdir>/bench_stack/seed_<SEED>`), and takes `report.baselines` of its comparison table:
 the same figures `stack.py` prints and logs. Both stages log to MLflow as usual.
 
 Columns: seed, best stack configuration and its log loss, best single learner and its log loss,
@@ -30,9 +30,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines import oof, stack, stack_report
-from pipelines.bench_learners import show_table
+from pipelines import oof, stack
+from pipelines.bench.learners import show_table
 from pipelines.config import DEFAULT_PROFILE, WORK_DIR, add_config_args, build_config
+from pipelines.stacking import report
 
 DEFAULT_SEEDS = (0, 1, 2)
 BENCH_DIR = "bench_stack"  # under the workdir
@@ -44,7 +45,7 @@ def seed_configs(seed: int, profile: str, oof_overrides: list[str], stack_overri
     """The two stages' configs for one corpus seed (the seed is the last override, so it wins)."""
     oof_cfg = build_config(oof.OOFConfig, oof.PIPELINE, profile, [*oof_overrides, f"synth.seed={seed}"])
     if oof_cfg.data:
-        raise ValueError(f"bench_stack varies the embedded corpus's seed; data={oof_cfg.data} "
+        raise ValueError(f"pipelines.bench.stack varies the embedded corpus's seed; data={oof_cfg.data} "
                          "would ignore it (drop the data override)")
     oof_cfg = replace(oof_cfg, workdir=str(workdir), tracking_uri=tracking_uri, progress=False)
     stack_cfg = build_config(stack.StackConfig, "stack", profile, stack_overrides)
@@ -60,7 +61,7 @@ def bench_seed(oof_cfg: oof.OOFConfig, stack_cfg: stack.StackConfig, profile: st
     level0 = oof.run(oof_cfg, profile=profile, mlflow_dir=mlflow_dir)
     oof_seconds = time.perf_counter() - start
     result = stack.run(replace(stack_cfg, oof_run_id=level0.run_id), progress=False)
-    b = stack_report.baselines(result.table)
+    b = report.baselines(result.table)
     if not b:
         raise ValueError(f"seed {oof_cfg.synth.seed}: the comparison table has no stacked or "
                          "single-learner rows to compare")
@@ -84,7 +85,7 @@ def bench(seeds, profile: str = DEFAULT_PROFILE, oof_overrides=(), stack_overrid
 
 
 def format_row(row: dict) -> str:
-    return (f"seed {row['seed']}: " + stack_report.format_baselines(row)
+    return (f"seed {row['seed']}: " + report.format_baselines(row)
             + f"  [oof {row['oof_seconds']:.0f} s, stack {row['stack_seconds']:.0f} s]")
 
 
