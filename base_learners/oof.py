@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ FRAME_PREDS_COLUMNS = ["video_id", "frame_idx", "face_idx", "learner", "fold", "
 UNIT_FILES = ("model.pt", "preds.parquet", "metrics.json")  # written in this order; the last marks done
 SEED_MODULUS = 2**31 - 1  # unit seeds must fit torch/numpy seed ranges
 ROLE_OOF, ROLE_TEST = "oof", "test"
+REFIT_FOLD = -1  # the unit "fold" of a learner's model refit on every labelled video (no held-out fold)
 
 
 class OOFIntegrityError(AssertionError):
@@ -218,20 +220,27 @@ def plan_units(
     train_cfgs: dict[str, TrainConfig],
     units_dir: Path,
     crops_key: str,
+    refit: bool = False,
 ) -> list[Unit]:
-    """Every learner x fold unit with its seed and cache key (nothing is trained here)."""
+    """Every learner x fold unit with its seed and cache key (nothing is trained here); with
+    `refit`, instead one REFIT_FOLD unit per learner, trained on every labelled video."""
     folds = sorted(int(k) for k in frames["fold"].dropna().unique())
     if len(folds) < 2:
         raise ValueError(f"out-of-fold training needs at least 2 folds with faces; got {folds}")
     data_key = config_hash(frames.astype({"fold": "float64", "label": "float64"}), crops_key)
     units = []
     for name, lcfg in learners.items():
-        for k in folds:
+        for k in [REFIT_FOLD] if refit else folds:
             seed = unit_seed(train_cfgs[name].seed, name, k)
             tcfg = dataclasses.replace(train_cfgs[name], seed=seed)
             key = config_hash(lcfg, tcfg, k, data_key)
-            units.append(Unit(name, k, seed, key, Path(units_dir) / name / f"fold{k}-{key}"))
+            units.append(Unit(name, k, seed, key, Path(units_dir) / name / f"{unit_name(k)}-{key}"))
     return units
+
+
+def unit_name(fold: int) -> str:
+    """`fold<k>`, or `refit` for the model trained on every labelled video."""
+    return "refit" if fold == REFIT_FOLD else f"fold{fold}"
 
 
 def _load_unit(unit: Unit) -> UnitResult | None:
@@ -322,6 +331,14 @@ def load_unit_model(unit_dir: Path, lcfg: LearnerConfig) -> torch.nn.Module:
     model = build_learner(lcfg)
     model.load_state_dict(torch.load(Path(unit_dir) / UNIT_FILES[0], map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def units_table(results: list[UnitResult], relative_to: Path) -> pd.DataFrame:
+    """One row per learner x fold unit: where its checkpoint and metrics.json live (`dir`,
+    relative to `relative_to`, the run's output folder), so a later stage can package the models."""
+    rows = [{"learner": r.unit.learner, "fold": r.unit.fold, "key": r.unit.key,
+             "dir": os.path.relpath(r.unit.dir, relative_to)} for r in results]
+    return pd.DataFrame(rows, columns=["learner", "fold", "key", "dir"])
 
 
 # ---------------------------------------------------------------- the whole stage
@@ -418,21 +435,27 @@ def run_oof(
     unit_scope: UnitScope = _no_scope,
     progress: bool = True,
     workers: int = 1,
+    refit: bool = False,
 ) -> OOFResult:
     """Run (or load) every learner x fold unit and combine them into the checked frame_preds table.
 
     `frames` comes from `frames_table` and `crops` is aligned to its rows (`gather_crops`);
     `train_cfgs` has one TrainConfig per learner (per-learner overrides already applied);
     `workers` processes train units (1: in this process; 0: one per core).
+
+    `refit`: instead one model per learner refit on every labelled video (the test-time
+    alternative to the k fold models: 1/k of the level-0 cost per scored video); frame_preds then
+    holds its test-face predictions only. It predicts no OOF row: the stack is still trained on the
+    fold models' OOF predictions, and the refit models only replace them at test time.
     """
     missing = sorted(set(learners) - set(train_cfgs))
     if missing:
         raise ConfigError(f"no train config for learners {missing}")
     if len(crops) != len(frames):
         raise ValueError(f"crops ({len(crops)}) and frames ({len(frames)}) differ in length")
-    units = plan_units(frames, learners, train_cfgs, units_dir, crops_key)
+    units = plan_units(frames, learners, train_cfgs, units_dir, crops_key, refit=refit)
     done: dict[Unit, UnitResult] = {}
-    bar = tqdm(total=len(units), desc="oof units", unit="unit", disable=not progress)
+    bar = tqdm(total=len(units), desc="refit units" if refit else "oof units", unit="unit", disable=not progress)
     todo = []
     for unit in units:
         result = _load_unit(unit)
@@ -445,10 +468,23 @@ def run_oof(
         bar.update()
     for result in _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress):
         done[result.unit] = result
-        bar.set_postfix_str(f"{result.unit.learner} fold {result.unit.fold} done")
+        bar.set_postfix_str(f"{result.unit.learner} {unit_name(result.unit.fold)} done")
         bar.update()
     bar.close()
     results = [done[unit] for unit in units]
+    if refit:
+        return OOFResult(refit_test_preds(results), results)
     frame_preds = combine(frames, results)
     check_oof(frame_preds, frames, results)
     return OOFResult(frame_preds, results)
+
+
+def refit_test_preds(results: list[UnitResult]) -> pd.DataFrame:
+    """The refit models' test-face predictions in the frame_preds columns (fold missing)."""
+    tables = [r.preds[r.preds["role"] == ROLE_TEST].assign(learner=r.unit.learner) for r in results]
+    preds = pd.concat(tables, ignore_index=True)
+    preds["fold"] = pd.array([pd.NA] * len(preds), dtype="Int64")
+    preds["logit"] = preds["logit"].astype(np.float64)
+    preds["prob"] = expit(preds["logit"])
+    preds = preds[FRAME_PREDS_COLUMNS].sort_values(["learner"] + FACE_KEY, kind="stable")
+    return preds.reset_index(drop=True)

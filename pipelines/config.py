@@ -8,17 +8,23 @@ overrides those again. Unknown keys fail loudly; the resolved config is saved wi
 from __future__ import annotations
 
 import argparse
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import yaml
 
 from features.common import ConfigError, from_dict
+from features.corpus.folds import FoldError
+from features.corpus.readers import CorpusError
 
 T = TypeVar("T")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PROFILE = "demo"
+# what a user's mistake raises (a wrong path, bad metadata, a bad setting): one message, exit status 2
+USER_ERRORS = (ConfigError, CorpusError, FoldError, FileNotFoundError, NotADirectoryError)
 
 
 def profiles() -> list[str]:
@@ -80,3 +86,13 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 WORK_DIR = REPO_ROOT / ".fakestack"  # git-ignored: embedded corpus, face cache, checkpoints, tables
+
+
+@contextmanager
+def exit_on_user_error(prog: str, extra: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn a user's mistake into `prog: error: message` on stderr and exit status 2, not a traceback."""
+    try:
+        yield
+    except USER_ERRORS + extra as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

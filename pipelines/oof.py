@@ -28,7 +28,7 @@ import yaml
 
 from base_learners.oof import (
     FACE_KEY, OOFResult, Unit, UnitResult, frames_table, gather_crops, merge_train_config,
-    prior_log_loss, run_oof, score_preds,
+    prior_log_loss, run_oof, score_preds, unit_name, units_table,
 )
 from base_learners.registry import LEARNERS, LearnerConfig
 from base_learners.train import TrainConfig, resolve_device
@@ -39,13 +39,13 @@ from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces, load_crops
 from features.synth import SynthConfig, generate_corpus
 from features.synth.corpus import corpus_key
-from pipelines.config import WORK_DIR, add_config_args, build_config
+from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error
 from pipelines.tracking import MLFLOW_DIR, OOF_EXPERIMENT, git_commit, setup_tracking, ui_hint
 
 PIPELINE = "oof"
 STAGE_TAG = "fakestack.stage"
 UNIT_STAGE = "oof-unit"  # nested runs: never mistaken for a parent by the stack stage
-TABLES = ("videos", "folds", "faces", "face_status", "frame_preds")
+TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "refit_preds")
 SUMMARY_METRICS = ("frame_log_loss", "video_log_loss", "video_auc")
 PRIOR_ROW = "constant prior"
 EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
@@ -71,6 +71,7 @@ class OOFConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     train_overrides: dict[str, dict] = field(default_factory=dict)  # learner -> partial TrainConfig
     unit_workers: int = 1  # processes training learner x fold units (0: one per core; CPU only)
+    refit: bool = False  # also one model per learner on every labelled video (a test-time choice; README)
     workdir: str | None = None  # corpus, face cache, units, outputs; None: WORK_DIR (repo/.fakestack)
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
     progress: bool = True
@@ -174,7 +175,7 @@ class _MlflowUnitHooks:
 @contextmanager
 def _mlflow_unit_scope(unit: Unit) -> Iterator[_MlflowUnitHooks]:
     tags = {STAGE_TAG: UNIT_STAGE, "learner": unit.learner, "fold": str(unit.fold)}
-    with mlflow.start_run(run_name=f"{unit.learner}-fold{unit.fold}", nested=True, tags=tags):
+    with mlflow.start_run(run_name=f"{unit.learner}-{unit_name(unit.fold)}", nested=True, tags=tags):
         yield _MlflowUnitHooks()
 
 
@@ -272,13 +273,19 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             result: OOFResult = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units",
                                         faces.crops_dir.name, _mlflow_unit_scope, cfg.progress,
                                         cfg.unit_workers)
+            refit = OOFResult(result.frame_preds.iloc[:0])
+            if cfg.refit:
+                refit = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units", faces.crops_dir.name,
+                                _mlflow_unit_scope, cfg.progress, cfg.unit_workers, refit=True)
         for name in learners:
-            timings[f"learner_{name}"] = sum(r.seconds for r in result.units if r.unit.learner == name)
+            timings[f"learner_{name}"] = sum(r.seconds for r in result.units + refit.units
+                                             if r.unit.learner == name)
         with _timed(timings, "outputs"):
             summary = summarize(result.frame_preds, videos)
             speed = throughput_table(result.units, device_names(tcfgs))
             tables = {"videos": videos, "folds": folds, "faces": faces.faces, "face_status": faces.status,
-                      "frame_preds": result.frame_preds}
+                      "frame_preds": result.frame_preds, "units": units_table(result.units + refit.units, out),
+                      "refit_preds": refit.frame_preds}
             write_outputs(out, tables, cfg, summary, speed)
         timings["total"] = time.perf_counter() - t_start
         _log_parent(out, summary, timings)
@@ -318,7 +325,8 @@ def parse_config(argv: list[str] | None = None) -> tuple[OOFConfig, str]:
 
 def main(argv: list[str] | None = None) -> OOFRun:
     cfg, profile = parse_config(argv)
-    result = run(cfg, profile=profile)
+    with exit_on_user_error("oof.py"):
+        result = run(cfg, profile=profile)
     print(report(result))
     return result
 

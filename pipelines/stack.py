@@ -29,22 +29,32 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from features.aggregate import AggregateConfig, aggregate, learners_in
-from features.common import atomic_write_parquet, atomic_write_text, to_dict
+from features.common import ConfigError, atomic_write_parquet, atomic_write_text, to_dict
 from features.corpus.readers import read_test_labels
-from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config
+from meta.metrics import score
+from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config, exit_on_user_error
+from pipelines.scoring import package
+from pipelines.scoring.detector import TEST_TIMES
 from pipelines.stacking import model, report, runs
 from pipelines.stacking.sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
 from pipelines.tracking import (MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking,
                                 ui_hint)
 
-TABLES = ("videos", "folds", "faces", "face_status", "frame_preds")
-OPTIONAL_TABLES = ("faces",)  # aggregate works without detections (det_prob_mean is then NaN)
+TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "refit_preds")
+# aggregate works without detections (det_prob_mean is then NaN); without units no detector is
+# packaged; refit_preds only scores the test split with refit level-0 models
+OPTIONAL_TABLES = ("faces", "units", "refit_preds")
+OUTPUT_DIR_TAG = "fakestack.output_dir"  # the oof run's output folder (its config.yaml, unit folders)
 TABLES_ARTIFACT = "tables"
 OOF_STAGE = "oof"
 OOF_SEARCH_LIMIT = 50  # recent finished oof runs scanned for the latest parent run
 SQLITE_PREFIX = "sqlite:///"
 OPTIMISM_NOTE = ("note: the best configuration is chosen by the same outer CV that scores it, so its "
                  "CV figure is slightly optimistic; the test-split score is the unbiased check")
+
+
+class StackInputError(ValueError):
+    """The oof tables cannot be stacked (no labelled videos of both classes, no learner columns ...)."""
 
 
 @dataclass
@@ -63,6 +73,12 @@ class StackConfig:
     output_dir: str | None = None  # None: WORK_DIR/stack
     test_labels: str | None = None  # a filename,label CSV for the test split (besides the corpus's)
     print_rows: int | None = None  # comparison rows printed (None: all; the CSV has all)
+    registry_name: str = "fakestack"  # Model Registry name of the packaged detector ("" : not registered)
+    test_time: str = "fold_models"  # the detector's level 0: fold_models | refit (needs oof.py refit=true)
+
+    def __post_init__(self) -> None:
+        if self.test_time not in TEST_TIMES:
+            raise ConfigError(f"test_time {self.test_time!r} is not one of {TEST_TIMES}")
 
 
 @dataclass
@@ -79,6 +95,10 @@ class StackResult:
     model_uri: str
     oof_run_id: str | None
     test_scores: dict[str, float] = field(default_factory=dict)
+    detector_uri: str | None = None  # the packaged detector (None: could not be packaged, see detector_note)
+    detector_version: str | None = None  # its version in the Model Registry
+    detector_note: str = ""
+    refit_test_scores: dict[str, float] = field(default_factory=dict)  # test split with refit level-0 models
 
 
 def mlflow_dir_for(tracking_uri: str | None) -> Path | None:
@@ -121,7 +141,7 @@ def read_tables(folder: Path) -> dict[str, pd.DataFrame]:
 def load_tables(cfg: StackConfig, scratch: Path) -> tuple[dict[str, pd.DataFrame], str | None, str]:
     """(tables, oof run id or None, a description of the source)."""
     if cfg.oof_dir and cfg.oof_run_id:
-        raise ValueError("give either oof_dir or oof_run_id, not both")
+        raise StackInputError("give either oof_dir or oof_run_id, not both")
     if cfg.oof_dir:
         folder = Path(cfg.oof_dir)
         if not folder.is_dir():
@@ -131,6 +151,52 @@ def load_tables(cfg: StackConfig, scratch: Path) -> tuple[dict[str, pd.DataFrame
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=TABLES_ARTIFACT,
                                                 dst_path=str(scratch))
     return read_tables(Path(local)), run_id, f"runs:/{run_id}/{TABLES_ARTIFACT}"
+
+
+def oof_output_dir(cfg: StackConfig, oof_run_id: str | None) -> Path | None:
+    """The oof run's output folder (config.yaml, and the unit folders its units table points to)."""
+    if cfg.oof_dir:
+        return Path(cfg.oof_dir)
+    tag = MlflowClient().get_run(oof_run_id).data.tags.get(OUTPUT_DIR_TAG) if oof_run_id else None
+    return Path(tag) if tag else None
+
+
+def package_detector(best: SpecResult, vf: pd.DataFrame, tables: dict, cfg: StackConfig,
+                     oof_dir: Path | None, info: dict) -> tuple[str | None, str | None, str]:
+    """Log (and register) the whole detector for the best configuration, in the active run.
+    Returns (model uri, registry version, note); an oof run that cannot be packaged gives
+    (None, None, why), which the summary prints."""
+    ensemble = best.ensemble
+    try:
+        if oof_dir is None:
+            raise package.PackagingError("the oof run has no output folder tag")
+        spec, unit_dirs = package.spec_from_oof(
+            oof_dir, tables["units"], list(ensemble.meta_.learners_), to_dict(cfg.aggregate),
+            model.input_columns(ensemble, vf), info, cfg.test_time)
+    except package.PackagingError as err:
+        return None, None, f"no detector packaged: {err}"
+    logged = package.log_detector(spec, ensemble, unit_dirs, cfg.registry_name)
+    scores = {k: v for k, v in info.items() if isinstance(v, float)}
+    version = package.register_scores(logged, cfg.registry_name, scores, info["configuration"]) \
+        if cfg.registry_name else None
+    return logged.model_uri, version, ""
+
+
+def refit_test_scores(best: SpecResult, tables: dict, cfg: StackConfig, X_test: pd.DataFrame,
+                      y_test: np.ndarray | None) -> tuple[np.ndarray | None, dict[str, float]]:
+    """The best ensemble on the test videos when level 0 is one refit model per learner instead of
+    the fold models (the packaged detector's `refit` choice): its P(FAKE) and test-split scores."""
+    refit = tables.get("refit_preds")
+    if refit is None or refit.empty or X_test.empty:
+        return None, {}
+    vf = aggregate(refit, tables["face_status"], tables["videos"], tables["folds"], cfg.aggregate,
+                   faces=tables["faces"])
+    X = vf.set_index("video_id").loc[X_test["video_id"]].reset_index()
+    p = best.ensemble.predict_proba(X)[:, 1]
+    if y_test is None or not np.isfinite(y_test).any():
+        return p, {}
+    known = np.isfinite(y_test)
+    return p, {f"refit_test_{k}": v for k, v in score(y_test[known], p[known]).items() if k != "n"}
 
 
 def _resolve_root(root: str) -> Path:
@@ -159,11 +225,11 @@ def split_features(vf: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     X, X_test = vf.loc[oof].reset_index(drop=True), vf.loc[~oof].reset_index(drop=True)
     if X["label"].isna().any():
         bad = X.loc[X["label"].isna(), "video_id"].tolist()[:5]
-        raise ValueError(f"videos with a fold but no label: {bad}")
+        raise StackInputError(f"videos with a fold but no label: {bad}")
     if "group" not in X.columns:
-        raise ValueError("videos table lacks the `group` column the outer CV needs")
+        raise StackInputError("videos table lacks the `group` column the outer CV needs")
     if X.empty or X["label"].nunique() < 2:
-        raise ValueError(f"need labelled OOF videos of both classes; have {len(X)} ({X['label'].unique()})")
+        raise StackInputError(f"need labelled OOF videos of both classes; have {len(X)} ({X['label'].unique()})")
     return X, X_test
 
 
@@ -230,11 +296,22 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
                 mlflow.log_artifact(str(path))
             runs.log_sweep_summary(best, len(results), report.baselines(table))
             info = model.log_ensemble(best.ensemble, vf)
+            _, refit_scores = refit_test_scores(best, tables, cfg, X_test, y_test)
+            if refit_scores:
+                mlflow.log_metrics(refit_scores)
+            provenance = {"oof_run_id": oof_run_id or "none", "stack_run_id": parent.info.run_id,
+                          "configuration": best.spec.name, "git_commit": git_commit(),
+                          **{k: float(v) for k, v in best.metrics.items()
+                             if k in ("cv_log_loss", "cv_auc", "test_log_loss", "test_auc")},
+                          **{k: float(v) for k, v in refit_scores.items() if k in ("refit_test_log_loss",)}}
+            detector = package_detector(best, vf, tables, cfg, oof_output_dir(cfg, oof_run_id), provenance)
     test_scores = {k: v for k, v in best.metrics.items() if k.startswith("test_")}
     result = StackResult(table=table, best=best, results=results, video_features=vf,
                          submission=submission, diagnostics=diagnostics, output_dir=out_dir,
                          sweep_run_id=parent.info.run_id, run_ids=run_ids, model_uri=info.model_uri,
-                         oof_run_id=oof_run_id, test_scores=test_scores)
+                         oof_run_id=oof_run_id, test_scores=test_scores, detector_uri=detector[0],
+                         detector_version=detector[1], detector_note=detector[2],
+                         refit_test_scores=refit_scores)
     if progress:
         print(summary(result, cfg, time.perf_counter() - start))
     return result
@@ -243,7 +320,7 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
 def _learners(vf: pd.DataFrame) -> list[str]:
     found = learners_in(vf)
     if not found:
-        raise ValueError("video_features has no learner columns: frame_preds is empty")
+        raise StackInputError("video_features has no learner columns: frame_preds is empty")
     return found
 
 
@@ -295,6 +372,10 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
     if res.test_scores:
         lines.append(f"  test split: log loss {res.test_scores['test_log_loss']:.4f}  "
                      f"AUC {res.test_scores['test_auc']:.4f}")
+        if res.refit_test_scores:
+            lines.append(f"  test split with one refit model per learner instead of the fold models: log loss "
+                         f"{res.refit_test_scores['refit_test_log_loss']:.4f}  "
+                         f"AUC {res.refit_test_scores['refit_test_auc']:.4f}")
     else:
         lines.append("  test split: no labels found (no test_labels.csv); nothing to score")
     n_imputed = int(res.diagnostics["imputed"].sum())
@@ -302,6 +383,8 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
               f"{n_imputed} without faces got the prior; see diagnostics.csv)",
               f"MLflow: sweep run {res.sweep_run_id} with {len(res.run_ids)} configuration runs; "
               f"model {res.model_uri}",
+              f"detector: {res.detector_uri} (registered as {cfg.registry_name} version {res.detector_version})"
+              if res.detector_uri and res.detector_version else f"detector: {res.detector_uri or res.detector_note}",
               f"  {ui_hint()}", f"done in {seconds:.1f} s"]
     return "\n".join(lines)
 
@@ -317,10 +400,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> StackResult:
     args = parse_args(argv)
-    cfg = build_config(StackConfig, "stack", args.profile, args.overrides)
-    # set directly, not as --set strings: a run id such as "12e345" would parse as a number
-    flags = {k: getattr(args, k) for k in ("oof_run_id", "oof_dir", "tracking_uri") if getattr(args, k)}
-    return run(replace(cfg, **flags))
+    with exit_on_user_error("stack.py", (StackInputError,)):  # bad settings, a missing or unusable oof run
+        cfg = build_config(StackConfig, "stack", args.profile, args.overrides)
+        # set directly, not as --set strings: a run id such as "12e345" would parse as a number
+        flags = {k: getattr(args, k) for k in ("oof_run_id", "oof_dir", "tracking_uri") if getattr(args, k)}
+        return run(replace(cfg, **flags))
 
 
 if __name__ == "__main__":

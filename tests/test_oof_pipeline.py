@@ -144,3 +144,23 @@ def test_main_rerun_loads_every_unit_and_logs_them_as_cached(oof_run, argv, tmp_
     assert len(nested) == len(again.units) and all(r.data.tags["cached"] == "true" for r in nested)
     assert all(client.get_metric_history(r.info.run_id, "train_loss") for r in nested)
     assert dataclasses.asdict(again.units[0].unit) == dataclasses.asdict(first.units[0].unit)
+
+
+def test_a_missing_corpus_folder_ends_with_one_message_and_exit_2(tmp_path, capsys):
+    argv = ["--data", str(tmp_path / "missing"), "--workdir", str(tmp_path / "work"),
+            "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--set", "progress=false"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "oof.py: error:" in err and str(tmp_path / "missing") in err and "Traceback" not in err
+
+
+def test_units_table_points_at_every_checkpoint(oof_run):
+    cfg, result, _ = oof_run
+    units = pd.read_parquet(result.output_dir / "units.parquet")
+    assert sorted(zip(units["learner"], units["fold"])) == sorted(
+        (name, k) for name in cfg.select for k in range(cfg.folds.k))
+    for row in units.itertuples(index=False):
+        assert (result.output_dir / row.dir / "model.pt").is_file()
+    assert pd.read_parquet(result.output_dir / "refit_preds.parquet").empty  # refit is off by default

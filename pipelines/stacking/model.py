@@ -57,9 +57,10 @@ class StackedEnsembleModel(mlflow.pyfunc.PythonModel):
         return self.ensemble.predict_proba(X)[:, 1]
 
 
-def _requirements() -> list[str]:
+def requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
+    """Pinned pip requirements of the installed `packages` (unpinned where one is not installed)."""
     reqs = []
-    for pkg in RUNTIME_PACKAGES:
+    for pkg in packages:
         try:
             reqs.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:
@@ -75,5 +76,5 @@ def log_ensemble(ensemble, features: pd.DataFrame) -> mlflow.models.model.ModelI
     signature = infer_signature(example, wrapper.predict(None, example))
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME, python_model=wrapper, signature=signature, input_example=example,
-        pip_requirements=_requirements(),
+        pip_requirements=requirements(),
     )

@@ -1,0 +1,176 @@
+"""Score new videos: `python pipelines/predict.py PATH [PATH ...]` with the packaged detector.
+
+PATH: video files and/or folders (searched recursively for video extensions). The model is the
+detector that `stack.py` logged and registered: `--model` takes `runs:/RUN/detector`,
+`models:/fakestack/3`, `models:/fakestack@alias` or a local model folder; by default the newest
+stack sweep run's detector. One row per input video (filename, path, p_fake, label at the
+threshold, status, message, faces used, each learner's video score) is printed and written to
+`--out` (CSV, and parquet beside it). A video that cannot be judged gets the training prior and a
+status saying why. Resumable: a rerun with the same model and `--out` skips videos already scored
+(face extraction is cached too), so a large folder can be stopped and continued.
+
+    python pipelines/predict.py VIDEO_OR_FOLDER ... [--model URI] [--out predictions.csv]
+                                [--threshold 0.5] [--set workers=0 --set device=cpu ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from tqdm.auto import tqdm
+
+from features.common import ConfigError, atomic_write_parquet, atomic_write_text
+from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error
+from pipelines.scoring.detector import DEFAULT_THRESHOLD, Detector
+from pipelines.scoring.inputs import collect_paths
+from pipelines.scoring.package import DETECTOR_NAME
+from pipelines.stacking.runs import KIND_TAG
+from pipelines.tracking import MLFLOW_DIR, STACK_EXPERIMENT, setup_tracking
+
+PIPELINE = "predict"
+MODEL_COLUMN = "model"  # the model URI each row was scored with (what resume compares)
+RETRY_STATUSES = ("missing_file",)  # rows a rerun tries again (the file may have appeared)
+PRINT_COLUMNS = ["filename", "p_fake", "label", "status", "n_faces"]
+MODEL_ERRORS = (OSError, MlflowException)  # a model URI that is not there or not readable
+
+
+@dataclass
+class PredictConfig:
+    """The scoring stage's settings; profiles (predict.yaml) and --set override these defaults."""
+
+    model: str | None = None  # None: the newest stack sweep run's detector
+    out: str | None = None  # None: WORK_DIR/predict/predictions.csv
+    threshold: float = DEFAULT_THRESHOLD  # P(FAKE) above it is labelled FAKE
+    workers: int = 1  # face-stage processes (0: one per core); results do not depend on it
+    device: str | None = None  # None: as trained (CPU where that device is absent)
+    cache_dir: str | None = None  # face cache; None: WORK_DIR/predict/faces
+    batch_videos: int = 8  # videos per step: the output is written (and resumable) after each
+    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
+    progress: bool = True
+
+
+@dataclass
+class PredictResult:
+    table: pd.DataFrame
+    out: Path
+    model_uri: str
+    timings: dict[str, float]
+    n_skipped: int
+
+
+def latest_detector_uri() -> str:
+    """`runs:/<id>/detector` of the newest finished stack sweep run."""
+    exp = mlflow.get_experiment_by_name(STACK_EXPERIMENT)
+    found = [] if exp is None else MlflowClient().search_runs(
+        [exp.experiment_id], f"tags.`{KIND_TAG}` = 'sweep' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1)
+    if not found:
+        raise FileNotFoundError(f"no finished stack.py run in {mlflow.get_tracking_uri()}: run pipelines/oof.py "
+                                "and pipelines/stack.py first, or pass --model URI")
+    return f"runs:/{found[0].info.run_id}/{DETECTOR_NAME}"
+
+
+def load_detector(uri: str, device: str | None) -> Detector:
+    """The packaged detector, loaded through MLflow as any client would."""
+    loaded = mlflow.pyfunc.load_model(uri)
+    detector = loaded.unwrap_python_model().detector
+    if detector is None:
+        raise ConfigError(f"{uri}: not a fakestack detector model (no detector was loaded)")
+    detector.device = device or detector.device
+    return detector
+
+
+def previous_rows(out: Path, model_uri: str) -> pd.DataFrame:
+    """Rows of an earlier run with the same model and output, to skip (missing files retried)."""
+    parquet = out.with_suffix(".parquet")
+    if not parquet.is_file():
+        return pd.DataFrame()
+    old = pd.read_parquet(parquet)
+    keep = (old[MODEL_COLUMN] == model_uri) & ~old["status"].isin(RETRY_STATUSES)
+    return old[keep]
+
+
+def run(paths: list[str], cfg: PredictConfig) -> PredictResult:
+    """Score every video under `paths`; see the module docstring."""
+    setup_tracking(STACK_EXPERIMENT, cfg.tracking_uri, MLFLOW_DIR)
+    rows = collect_paths(paths).drop_duplicates("path", ignore_index=True)
+    uri = cfg.model or latest_detector_uri()
+    out = Path(cfg.out) if cfg.out else WORK_DIR / PIPELINE / "predictions.csv"
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else WORK_DIR / PIPELINE / "faces"
+    t0 = time.perf_counter()
+    detector = load_detector(uri, cfg.device)
+    timings = {"load_s": time.perf_counter() - t0, "faces_s": 0.0, "level0_s": 0.0, "level1_s": 0.0}
+    done = previous_rows(out, uri)
+    skip = rows["path"].isin(done["path"]) if len(done) else pd.Series(False, index=rows.index)
+    todo = rows[~skip]
+    scored = [done[done["path"].isin(rows["path"])]] if len(done) else []
+    with tqdm(total=len(rows), initial=int(skip.sum()), desc="videos", unit="video",
+              disable=not cfg.progress) as bar:
+        for start in range(0, len(todo), cfg.batch_videos):
+            chunk = todo.iloc[start:start + cfg.batch_videos]
+            part = detector.score(chunk, cfg.threshold, cache, cfg.workers).assign(**{MODEL_COLUMN: uri})
+            for k, v in detector.timings.items():
+                timings[k] += v
+            scored.append(part)
+            _write(pd.concat(scored, ignore_index=True), out)
+            bar.update(len(chunk))
+    table = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame()
+    table = rows[["path"]].merge(table, on="path", how="left")  # input order, every input once
+    _write(table, out)
+    return PredictResult(table, out, uri, timings, int(skip.sum()))
+
+
+def _write(table: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_parquet(table, out.with_suffix(".parquet"))
+    atomic_write_text(table.to_csv(index=False), out)
+
+
+def report(res: PredictResult) -> str:
+    t = res.table
+    cols = PRINT_COLUMNS + [c for c in t.columns if c.startswith("score_")]
+    counts = ", ".join(f"{k} {v}" for k, v in t["status"].value_counts().items())
+    n = max(len(t) - res.n_skipped, 1)
+    lines = ["", t[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"), "",
+             f"{len(t)} videos ({counts}); {int((t['label'] == 'FAKE').sum())} labelled FAKE",
+             f"{res.n_skipped} already scored by this model in {res.out} (skipped)" if res.n_skipped else "",
+             "seconds: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in res.timings.items())
+             + f" ({sum(v for k, v in res.timings.items() if k != 'load_s') / n:.2f} s per scored video)",
+             f"model: {res.model_uri}", f"written: {res.out} and {res.out.with_suffix('.parquet')}"]
+    return "\n".join(line for line in lines if line)
+
+
+def parse_args(argv=None) -> tuple[list[str], PredictConfig]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="video files and/or folders of videos")
+    parser.add_argument("--model", help="runs:/RUN/detector, models:/NAME/VERSION, models:/NAME@ALIAS or a folder")
+    parser.add_argument("--out", help="output CSV (parquet written beside it)")
+    parser.add_argument("--threshold", type=float, help=f"FAKE above this P(FAKE) (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local sqlite under mlflow/)")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = build_config(PredictConfig, PIPELINE, args.profile, args.overrides)
+    except (ConfigError, ValueError, TypeError) as err:
+        parser.error(f"config: {err}")
+    given = {"model": args.model, "out": args.out, "threshold": args.threshold, "tracking_uri": args.tracking_uri}
+    return args.paths, replace(cfg, **{k: v for k, v in given.items() if v is not None})
+
+
+def main(argv=None) -> PredictResult:
+    paths, cfg = parse_args(argv)
+    with exit_on_user_error("predict.py", MODEL_ERRORS):
+        result = run(paths, cfg)
+    print(report(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The whole detector in one object: videos in, P(FAKE) per video out, through exactly the code
+and settings that made the training data.
+
+    files -> features.faces.extract_faces (the training FaceConfig) -> every fold model of every
+    learner (mean logit, as the oof stage scored its test videos) -> features.aggregate (the
+    training AggregateConfig) -> the fitted level-1 StackedEnsemble (calibration, clipping)
+
+`DetectorSpec` is the JSON-able description (face and aggregation settings, each learner's
+config and train config, the folds whose checkpoints it carries); `Detector` adds the fitted
+ensemble and the checkpoints' folder. A video that cannot be judged (pre-check status, no face,
+decode error) gets the ensemble's training prior, and its status and message say so.
+No MLflow here: `pipelines.scoring.package` wraps this as a pyfunc model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.special import expit
+
+from base_learners.oof import (FACE_KEY, FRAME_PREDS_COLUMNS, frames_table, gather_crops, load_unit_model,
+                               unit_name)
+from base_learners.registry import LearnerConfig
+from base_learners.train import TrainConfig, predict_logits
+from features.aggregate import SEP, AggregateConfig, aggregate
+from features.common import from_dict, to_dict
+from features.faces.config import FaceConfig
+from features.faces.extract import extract_faces, load_crops
+
+DEFAULT_THRESHOLD = 0.5  # P(FAKE) above this is labelled FAKE (as meta.metrics' accuracy counts)
+SCORE_PREFIX = "score_"  # per-learner video score columns: score_<learner> = mean frame P(FAKE)
+VIDEO_SCORE_STAT = "mean"
+TEST_TIMES = ("fold_models", "refit")  # every fold model of a learner (mean logit, as submission.csv),
+# or the one model per learner refit on every labelled video (oof.py --set refit=true)
+CPU = "cpu"
+ZERO_WITHOUT_FRAMES = ("n_frames", "n_faces", "n_sampled")  # video columns of a video never decoded
+OUTPUT_COLUMNS = ["filename", "path", "p_fake", "label", "status", "message", "n_faces", "n_frames"]
+
+
+@dataclass
+class LearnerSpec:
+    learner_config: dict
+    train_config: dict
+    folds: list[int]
+
+
+@dataclass
+class DetectorSpec:
+    """Everything but the fitted ensemble and the checkpoint bytes; stored as JSON in the model."""
+
+    faces: dict
+    aggregate: dict
+    learners: dict[str, LearnerSpec]
+    columns: list[str]  # the ensemble's input columns
+    test_time: str = TEST_TIMES[0]
+    info: dict = field(default_factory=dict)  # provenance: oof run, stack run, configuration, scores
+
+    def face_config(self, workers: int = 1, device: str | None = None) -> FaceConfig:
+        """The training FaceConfig; `workers` is a runtime field (not a bit of the crops changes),
+        `device` replaces the training device (a detector trained on a GPU may score on a CPU)."""
+        over = {"workers": workers, **({"device": device} if device else {})}
+        return from_dict(FaceConfig, {**self.faces, **over}, where="detector faces")
+
+
+def usable_device(trained_on: str, device: str | None) -> str | None:
+    """The device to score on: the one asked for, else the training one when present, else CPU."""
+    if device:
+        return device
+    wants_cuda = trained_on.startswith("cuda") or trained_on == "auto"
+    return None if not wants_cuda or torch.cuda.is_available() else CPU
+
+
+def _empty_frame_preds() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("logit", "prob") else "object")
+                         for c in FRAME_PREDS_COLUMNS})
+
+
+class Detector:
+    """A packaged detector, ready to score files (see the module docstring)."""
+
+    def __init__(self, spec: DetectorSpec, ensemble, checkpoints: Path | str, device: str | None = None):
+        self.spec, self.ensemble, self.checkpoints = spec, ensemble, Path(checkpoints)
+        self.device = device  # None: as trained (CPU where that device is absent)
+        self._models: dict[tuple[str, int], torch.nn.Module] = {}
+        self.timings: dict[str, float] = {}
+
+    # ---- level 0 models, loaded once
+    def models(self, learner: str) -> list[torch.nn.Module]:
+        ls = self.spec.learners[learner]
+        lcfg = from_dict(LearnerConfig, ls.learner_config, where=f"detector learner {learner}")
+        out = []
+        for k in ls.folds:
+            if (learner, k) not in self._models:
+                unit_dir = self.checkpoints / learner / unit_name(k)
+                self._models[(learner, k)] = load_unit_model(unit_dir, lcfg)
+            out.append(self._models[(learner, k)])
+        return out
+
+    def load_all(self) -> None:
+        for learner in self.spec.learners:
+            self.models(learner)
+
+    # ---- scoring
+    def score(self, rows: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD, cache_dir: Path | None = None,
+              workers: int = 1) -> pd.DataFrame:
+        """One output row per input row (`filename`, `path`, `status`, `message` as made by
+        pipelines.scoring.inputs), in input order. `cache_dir`: a face cache kept between calls
+        (None: a temporary one)."""
+        rows = rows.reset_index(drop=True)
+        todo = rows.index[rows["status"].isna()]
+        videos = pd.DataFrame({"video_id": [f"{i:06d}:{rows.at[i, 'path']}" for i in todo], "root": "",
+                               "path": rows.loc[todo, "path"].astype(str).to_numpy(),
+                               "label": pd.array([pd.NA] * len(todo), dtype="Int8"),
+                               "group": np.arange(len(todo)), "split": "test"})
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="fakestack-faces-") as tmp:
+            faces = extract_faces(videos, self.spec.face_config(workers, self._device(self.spec.faces.get("device"))),
+                                  Path(cache_dir) if cache_dir else Path(tmp), progress=False)
+            t1 = time.perf_counter()
+            frame_preds = self._frame_preds(faces, videos)
+        t2 = time.perf_counter()
+        vf = aggregate(frame_preds, faces.status, videos, _no_folds(videos),
+                       from_dict(AggregateConfig, self.spec.aggregate, where="detector aggregate"), faces=faces.faces)
+        out = self._verdicts(rows, todo, vf, threshold)
+        self.timings = {"faces_s": t1 - t0, "level0_s": t2 - t1, "level1_s": time.perf_counter() - t2}
+        return out
+
+    def _device(self, trained_on: str | None) -> str | None:
+        return usable_device(trained_on or CPU, self.device)
+
+    def _frame_preds(self, faces, videos: pd.DataFrame) -> pd.DataFrame:
+        """Per face and learner: the mean logit over the learner's fold models (float64), as
+        base_learners.oof.combine gives the test rows."""
+        if faces.faces.empty:
+            return _empty_frame_preds()
+        frames = frames_table(faces.faces, videos, _no_folds(videos))
+        crops = gather_crops(frames, faces.crops_dir, load_crops)
+        tables = []
+        for learner, ls in self.spec.learners.items():
+            tcfg = from_dict(TrainConfig, ls.train_config, where=f"detector train {learner}")
+            device = self._device(tcfg.device)
+            tcfg = replace(tcfg, device=device) if device else tcfg
+            logits = [predict_logits(m, crops, tcfg).astype(np.float64) for m in self.models(learner)]
+            t = frames[FACE_KEY].assign(learner=learner, fold=pd.array([pd.NA] * len(frames), dtype="Int64"),
+                                        logit=np.mean(logits, axis=0))
+            t["prob"] = expit(t["logit"])
+            tables.append(t[FRAME_PREDS_COLUMNS])
+        return pd.concat(tables, ignore_index=True)
+
+    def _features(self, n_rows: int, todo: pd.Index, vf: pd.DataFrame) -> pd.DataFrame:
+        """The ensemble's input for every row: the judged videos' features, and for rows that never
+        reached the face stage what a video without a decoded frame has (no learner feature, zero
+        counts), so the ensemble itself gives them its training prior as it does in submission.csv."""
+        features = pd.DataFrame(np.nan, index=pd.RangeIndex(n_rows), columns=self.spec.columns)
+        features[[c for c in ZERO_WITHOUT_FRAMES if c in features.columns]] = 0.0
+        present = [c for c in self.spec.columns if c in vf.columns]
+        missing = [c for c in self.spec.columns if c not in vf.columns]
+        if missing and any(SEP in c for c in vf.columns):  # faces were scored, yet columns differ: drift
+            raise KeyError(f"video features lack columns the ensemble needs: {missing[:5]}")
+        features.loc[todo, present] = vf[present].to_numpy(dtype=float)
+        return features
+
+    def _verdicts(self, rows: pd.DataFrame, todo: pd.Index, vf: pd.DataFrame, threshold: float) -> pd.DataFrame:
+        features = self._features(len(rows), todo, vf)
+        out = rows[["filename", "path", "status", "message"]].copy()
+        out["p_fake"] = self.ensemble.predict_proba(features)[:, 1]
+        out["n_faces"], out["n_frames"] = 0, 0
+        learners = list(self.spec.learners)
+        for learner in learners:
+            out[SCORE_PREFIX + learner] = np.nan
+        if len(todo):
+            out.loc[todo, "status"] = vf["status"].astype(str).to_numpy()
+            out.loc[todo, "message"] = vf["message"].fillna("").astype(str).to_numpy()
+            out.loc[todo, ["n_faces", "n_frames"]] = vf[["n_faces", "n_frames"]].to_numpy()
+            for learner in learners:
+                col = f"{learner}{SEP}{VIDEO_SCORE_STAT}"
+                if col in vf.columns:
+                    out.loc[todo, SCORE_PREFIX + learner] = vf[col].to_numpy(dtype=float)
+        for i in np.flatnonzero(self.ensemble.no_face_mask(features)):
+            note = f"not judged: P(FAKE) is the training prior {out.at[i, 'p_fake']:.4f}"
+            out.at[i, "message"] = "; ".join(filter(None, [str(out.at[i, "message"] or ""), note]))
+            if out.at[i, "status"] == "ok":  # faces were found, but none reached the learners
+                out.at[i, "status"] = "no_face"
+        out["label"] = np.where(out["p_fake"] > threshold, "FAKE", "REAL")
+        out = out.astype({"p_fake": float, "n_faces": int, "n_frames": int})
+        return out[OUTPUT_COLUMNS + [SCORE_PREFIX + n for n in learners]]
+
+
+def _no_folds(videos: pd.DataFrame) -> pd.DataFrame:
+    """The folds table of videos to score: none belongs to a fold (all are test videos)."""
+    return pd.DataFrame({"video_id": videos["video_id"], "fold": pd.array([pd.NA] * len(videos), dtype="Int64")})
+
+
+def spec_to_dict(spec: DetectorSpec) -> dict:
+    return to_dict(spec)
+
+
+def spec_from_dict(data: dict) -> DetectorSpec:
+    return from_dict(DetectorSpec, data, where="detector.json")
