@@ -27,16 +27,20 @@ import torch
 import yaml
 
 from base_learners.oof import (
-    FACE_KEY, OOFResult, Unit, UnitResult, frames_table, gather_crops, merge_train_config,
+    OOFResult, Unit, UnitResult, frames_table, gather_crops, merge_train_config,
     prior_log_loss, run_oof, score_preds, unit_name, units_table,
 )
-from base_learners.registry import LEARNERS, LearnerConfig
+from base_learners.registry import LEARNERS, LearnerConfig, build_learner
+from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
 from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, to_dict
+from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import FoldConfig, check_folds, make_folds
-from features.corpus.readers import read_corpora
+from features.corpus.layouts import AUTO, read_videos, with_test_corpora
+from features.corpus.options import CorpusOptions
 from features.faces.config import FaceConfig
-from features.faces.extract import extract_faces, load_crops
+from features.faces.extract import FaceResult, extract_faces, load_crops
+from features.faces.images import import_faces
 from features.synth import SynthConfig, generate_corpus
 from features.synth.corpus import corpus_key
 from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error
@@ -60,8 +64,12 @@ def _default_learners() -> dict[str, LearnerConfig]:
 class OOFConfig:
     """Everything `oof.py` does; defaults here, profiles and --set override them."""
 
-    data: list[str] = field(default_factory=list)  # DFDC-layout folders; empty: the embedded corpus
+    data: list[str] = field(default_factory=list)  # corpus folders (any layout); empty: the embedded corpus
+    test_data: list[str] = field(default_factory=list)  # cross-dataset: corpora scored as test videos only
+    test_layout: str = AUTO  # the test corpora's layout
     synth: SynthConfig = field(default_factory=SynthConfig)  # the embedded corpus (when no data)
+    layout: str = AUTO  # features.corpus.layouts: dfdc | face_csv | ... | auto (from what the folders hold)
+    corpus: CorpusOptions = field(default_factory=CorpusOptions)  # settings of the layout readers
     link_parts: bool = False  # one group per corpus folder (leakage rule 1's extra links)
     on_missing: str = "error"  # error | status: a missing video file stops the run or gets a status
     faces: FaceConfig = field(default_factory=FaceConfig)
@@ -136,6 +144,21 @@ def corpus_roots(cfg: OOFConfig, workdir: Path) -> list[str]:
     root = workdir / "corpus" / corpus_key(cfg.synth)  # `workers` does not change the corpus
     generate_corpus(root, cfg.synth, progress=cfg.progress)
     return [str(root)]
+
+
+def check_pretrained(learners: dict[str, LearnerConfig]) -> None:
+    """Fetch every learner's pretrained weights before any work (timm caches them for the units), so
+    an offline machine stops at once with the ways on, not after the face stage."""
+    for lcfg in learners.values():
+        if lcfg.pretrained:
+            build_learner(lcfg)
+
+
+def face_stage(videos: pd.DataFrame, cfg: OOFConfig, workdir: Path) -> FaceResult:
+    """Faces of every video: detected in video files, or imported where the corpus ships face images."""
+    if (videos["media"] == MEDIA_FACES).all():
+        return import_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress)
+    return extract_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress)
 
 
 @contextmanager
@@ -249,6 +272,7 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
     """The whole stage (see the module docstring); returns the tables and where they went."""
     learners = active_learners(cfg)
     tcfgs = train_configs(cfg, learners)
+    check_pretrained(learners)
     workdir = Path(cfg.workdir) if cfg.workdir else WORK_DIR
     out = workdir / "oof" / run_key(cfg)
     setup_tracking(OOF_EXPERIMENT, cfg.tracking_uri, mlflow_dir)
@@ -261,12 +285,17 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
         with _timed(timings, "corpus"):
             roots = corpus_roots(cfg, workdir)
         with _timed(timings, "folds"):
-            videos = read_corpora(roots, on_missing=cfg.on_missing, link_parts=cfg.link_parts)
+            videos = read_videos(roots, cfg.layout, on_missing=cfg.on_missing, link_parts=cfg.link_parts,
+                                 options=cfg.corpus)
+            if cfg.test_data:
+                test = read_videos(cfg.test_data, cfg.test_layout, on_missing=cfg.on_missing,
+                                   link_parts=cfg.link_parts, options=cfg.corpus)
+                videos = with_test_corpora(videos, test, link_parts=cfg.link_parts)
             folds = make_folds(videos, cfg.folds)
             check_folds(videos, folds)
         _log_corpus(videos, roots)
         with _timed(timings, "faces"):
-            faces = extract_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress)
+            faces = face_stage(videos, cfg, workdir)
             frames = frames_table(faces.faces, videos, folds)
             crops = gather_crops(frames, faces.crops_dir, load_crops)
         with _timed(timings, "units"):
@@ -309,7 +338,9 @@ def report(result: OOFRun) -> str:
 
 def parse_config(argv: list[str] | None = None) -> tuple[OOFConfig, str]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", nargs="+", metavar="PATH", help="DFDC-layout corpus folder(s)")
+    parser.add_argument("--data", nargs="+", metavar="PATH", help="corpus folder(s) to train on (any layout)")
+    parser.add_argument("--test-data", nargs="+", metavar="PATH",
+                        help="cross-dataset: corpus folder(s) whose every video is only scored (test)")
     parser.add_argument("--workdir", help="working folder (default: repo/.fakestack)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlflow/)")
     add_config_args(parser)
@@ -319,13 +350,14 @@ def parse_config(argv: list[str] | None = None) -> tuple[OOFConfig, str]:
         active_learners(cfg)
     except (ConfigError, ValueError, TypeError) as err:  # unknown keys, bad values, missing fields
         parser.error(f"config: {err}")
-    given = {"data": args.data, "workdir": args.workdir, "tracking_uri": args.tracking_uri}
+    given = {"data": args.data, "test_data": args.test_data, "workdir": args.workdir,
+             "tracking_uri": args.tracking_uri}
     return dataclasses.replace(cfg, **{k: v for k, v in given.items() if v}), args.profile
 
 
 def main(argv: list[str] | None = None) -> OOFRun:
     cfg, profile = parse_config(argv)
-    with exit_on_user_error("oof.py"):
+    with exit_on_user_error("oof.py", (PretrainedUnavailableError,)):  # offline without a weights file
         result = run(cfg, profile=profile)
     print(report(result))
     return result

@@ -35,7 +35,9 @@ from meta.metrics import score
 from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config, exit_on_user_error
 from pipelines.scoring import package
 from pipelines.scoring.detector import TEST_TIMES
-from pipelines.stacking import model, report, runs
+from pipelines.stacking import breakdown, model, report, runs
+from pipelines.stacking.nested import MIN_FOLDS, NestedResult, can_nest, nested_selection
+from pipelines.stacking.nested import comparison_row as nested_comparison_row  # noqa: I001 (a name per use)
 from pipelines.stacking.sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
 from pipelines.tracking import (MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking,
                                 ui_hint)
@@ -50,7 +52,7 @@ OOF_STAGE = "oof"
 OOF_SEARCH_LIMIT = 50  # recent finished oof runs scanned for the latest parent run
 SQLITE_PREFIX = "sqlite:///"
 OPTIMISM_NOTE = ("note: the best configuration is chosen by the same outer CV that scores it, so its "
-                 "CV figure is slightly optimistic; the test-split score is the unbiased check")
+                 "CV figure is optimistic; the nested figure and the test split are the unbiased checks")
 
 
 class StackInputError(ValueError):
@@ -75,6 +77,7 @@ class StackConfig:
     print_rows: int | None = None  # comparison rows printed (None: all; the CSV has all)
     registry_name: str = "fakestack"  # Model Registry name of the packaged detector ("" : not registered)
     test_time: str = "fold_models"  # the detector's level 0: fold_models | refit (needs oof.py refit=true)
+    nested: bool = True  # also score the whole selection by nested CV (the honest headline; ~k x the sweep)
 
     def __post_init__(self) -> None:
         if self.test_time not in TEST_TIMES:
@@ -95,10 +98,13 @@ class StackResult:
     model_uri: str
     oof_run_id: str | None
     test_scores: dict[str, float] = field(default_factory=dict)
+    test_breakdown: pd.DataFrame | None = None  # test figures per test corpus and per method
     detector_uri: str | None = None  # the packaged detector (None: could not be packaged, see detector_note)
     detector_version: str | None = None  # its version in the Model Registry
     detector_note: str = ""
     refit_test_scores: dict[str, float] = field(default_factory=dict)  # test split with refit level-0 models
+    nested: NestedResult | None = None  # the selection procedure scored by nested CV
+    prior_log_loss: float = float("nan")  # the constant training prior's CV log loss
 
 
 def mlflow_dir_for(tracking_uri: str | None) -> Path | None:
@@ -260,6 +266,12 @@ def evaluate_all(specs, cfg: StackConfig, X, X_test, y_test, plot_dir: Path, pro
     return sorted(results, key=lambda r: order[r.spec.name])
 
 
+def prior_log_loss(X: pd.DataFrame) -> float:
+    """CV log loss of always answering the training share of fakes (what a stack must beat)."""
+    y = X["label"].to_numpy(dtype=float)
+    return float(score(y, np.full(len(y), y.mean()))["log_loss"])
+
+
 def choose_best(results: list[SpecResult]) -> SpecResult:
     """Lowest outer-CV log loss of the final (clipped) stage; ties to the earlier configuration."""
     return min(results, key=lambda r: r.metrics["cv_log_loss"])
@@ -290,9 +302,18 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
             best = choose_best(results)
             run_ids = log_child.run_ids
             MlflowClient().set_tag(run_ids[best.spec.name], runs.BEST_TAG, "true")
-            table = report.comparison_table([row for r in results for row in r.rows])
+            rows = [row for r in results for row in r.rows]
+            nested_res = None
+            if cfg.nested and can_nest(X):
+                nested_res = nested_selection(specs, cfg.sweep, X, cfg.inner_k, cfg.seed, cfg.n_jobs)
+                rows.append(nested_comparison_row(nested_res))
+                mlflow.log_metrics({f"nested_cv_{k}": v for k, v in nested_res.metrics.items() if k != "n"})
+            table = report.comparison_table(rows)
             submission, diagnostics = _final_outputs(best, X_test, tables["videos"], tables["folds"])
-            for path in _write_outputs(out_dir, resolved, table, submission, diagnostics, vf):
+            per_test = breakdown.breakdown_table(tables["videos"], X_test["video_id"], y_test,
+                                                _breakdown_configs(best, results, table))
+            mlflow.log_metrics(breakdown.metric_names(per_test, best.spec.name))
+            for path in _write_outputs(out_dir, resolved, table, submission, diagnostics, vf, per_test):
                 mlflow.log_artifact(str(path))
             runs.log_sweep_summary(best, len(results), report.baselines(table))
             info = model.log_ensemble(best.ensemble, vf)
@@ -311,10 +332,22 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
                          sweep_run_id=parent.info.run_id, run_ids=run_ids, model_uri=info.model_uri,
                          oof_run_id=oof_run_id, test_scores=test_scores, detector_uri=detector[0],
                          detector_version=detector[1], detector_note=detector[2],
-                         refit_test_scores=refit_scores)
+                         refit_test_scores=refit_scores, nested=nested_res, test_breakdown=per_test,
+                         prior_log_loss=prior_log_loss(X))
     if progress:
         print(summary(result, cfg, time.perf_counter() - start))
     return result
+
+
+def _breakdown_configs(best: SpecResult, results: list[SpecResult], table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The chosen ensemble, the best single learner and the plain average: their test P(FAKE)."""
+    by_name = {r.spec.name: r for r in results}
+    chosen = {best.spec.name: best}
+    single = report.baselines(table).get("single_config")
+    for name in (single, "average[all]"):
+        if name in by_name:
+            chosen[name] = by_name[name]
+    return {name: r.test_stages[FINAL_STAGE] for name, r in chosen.items()}
 
 
 def _learners(vf: pd.DataFrame) -> list[str]:
@@ -350,8 +383,10 @@ def _final_outputs(best: SpecResult, X_test, videos, folds) -> tuple[pd.DataFram
     return submission, diagnostics
 
 
-def _write_outputs(out_dir: Path, resolved: StackConfig, table, submission, diagnostics, vf) -> list[Path]:
+def _write_outputs(out_dir: Path, resolved: StackConfig, table, submission, diagnostics, vf,
+                   per_test: pd.DataFrame) -> list[Path]:
     return [
+        atomic_write_text(per_test.to_csv(index=False), out_dir / "test_breakdown.csv"),
         atomic_write_text(yaml.safe_dump(to_dict(resolved), sort_keys=False), out_dir / "config.yaml"),
         atomic_write_text(table.to_csv(index=False), out_dir / "comparison.csv"),
         atomic_write_text(submission.to_csv(index=False), out_dir / "submission.csv"),
@@ -369,6 +404,16 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
              f"best configuration: {best.spec.name}  (refit clip bounds {best.ensemble.clip_bounds_})",
              f"  outer-CV log loss {best.metrics['cv_log_loss']:.4f}  AUC {best.metrics['cv_auc']:.4f}",
              f"  {OPTIMISM_NOTE}"]
+    if res.nested is None and cfg.nested:
+        lines.append(f"  no nested figure: nested selection needs at least {MIN_FOLDS} level-0 folds")
+    if res.nested is not None:
+        m = res.nested.metrics
+        lines.append(f"  honest headline (nested: the whole sweep re-run inside each outer training part picks, the "
+                     f"outer fold scores): log loss {m['log_loss']:.4f}  AUC {m['auc']:.4f}; picked "
+                     + ", ".join(f"fold {k} {name}" for k, name in res.nested.picks.items()))
+    if best.metrics["cv_log_loss"] >= res.prior_log_loss:
+        lines.append(f"  warning: no configuration beats the constant prior (log loss {res.prior_log_loss:.4f}): "
+                     "the learners carry no usable signal on this corpus")
     if res.test_scores:
         lines.append(f"  test split: log loss {res.test_scores['test_log_loss']:.4f}  "
                      f"AUC {res.test_scores['test_auc']:.4f}")
@@ -378,6 +423,9 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
                          f"AUC {res.refit_test_scores['refit_test_auc']:.4f}")
     else:
         lines.append("  test split: no labels found (no test_labels.csv); nothing to score")
+    per_test = breakdown.format_breakdown(res.test_breakdown) if res.test_breakdown is not None else ""
+    if per_test:
+        lines.append(per_test)
     n_imputed = int(res.diagnostics["imputed"].sum())
     lines += [f"submission: {res.output_dir / 'submission.csv'} ({len(res.submission)} test videos, "
               f"{n_imputed} without faces got the prior; see diagnostics.csv)",

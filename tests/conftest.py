@@ -11,3 +11,22 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+CLIP_FRAMES, CLIP_WIDTH, CLIP_HEIGHT, CLIP_FPS = 8, 64, 48, 10.0
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """One small real mp4, written once: layout tests copy it under every name of their trees."""
+    import cv2
+    import numpy as np
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), CLIP_FPS, (CLIP_WIDTH, CLIP_HEIGHT))
+    rng = np.random.default_rng(0)
+    for _ in range(CLIP_FRAMES):
+        writer.write(rng.integers(0, 255, (CLIP_HEIGHT, CLIP_WIDTH, 3), dtype=np.uint8))
+    writer.release()
+    assert path.stat().st_size > 0
+    return path

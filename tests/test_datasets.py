@@ -8,7 +8,7 @@ import pytest
 
 from features.common import atomic_write_parquet
 from features.corpus.readers import (
-    METADATA_NAME, STATUS_MISSING, STATUS_OK, TEST_LABELS_NAME, VIDEO_COLUMNS, CorpusError,
+    DFDC_TEST_LABELS_NAME, METADATA_NAME, STATUS_MISSING, STATUS_OK, TEST_LABELS_NAME, VIDEO_COLUMNS, CorpusError,
     read_corpora, read_test_labels,
 )
 
@@ -233,3 +233,19 @@ def test_bad_test_labels(tmp_path, text, match):
     with pytest.raises(CorpusError, match=match) as info:
         read_test_labels(root)
     assert TEST_LABELS_NAME in str(info.value)
+
+
+def test_dfdc_test_folder_labels_csv(tmp_path):
+    """DFDC's test folder: videos without metadata.json, answers in labels.csv (1 = FAKE)."""
+    root = tmp_path / "test"
+    root.mkdir()
+    for name in ("t1.mp4", "t2.mp4"):
+        (root / name).write_bytes(b"video")
+    (root / DFDC_TEST_LABELS_NAME).write_text("filename,label\nt1.mp4,1\nt2.mp4,0\n")
+    videos = read_corpora([root])
+    assert videos["label"].isna().all() and (videos["split"] == "test").all()  # never trained on
+    labels = read_test_labels(root)
+    assert dict(zip(labels["video_id"], labels["label"])) == {"t1.mp4": 1, "t2.mp4": 0}
+    (root / TEST_LABELS_NAME).write_text("filename,label\nt1.mp4,1\n")
+    with pytest.raises(CorpusError, match="keep one answer file"):
+        read_test_labels(root)

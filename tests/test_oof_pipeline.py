@@ -164,3 +164,22 @@ def test_units_table_points_at_every_checkpoint(oof_run):
     for row in units.itertuples(index=False):
         assert (result.output_dir / row.dir / "model.pt").is_file()
     assert pd.read_parquet(result.output_dir / "refit_preds.parquet").empty  # refit is off by default
+
+
+def test_unreachable_pretrained_weights_stop_before_any_work(tmp_path, monkeypatch, capsys):
+    import timm.models._builder as timm_builder
+
+    def offline(*args, **kwargs):
+        raise OSError("no route to the hub (offline)")
+
+    for fn in ("load_state_dict_from_hf", "load_state_dict_from_url", "download_cached_file"):
+        monkeypatch.setattr(timm_builder, fn, offline)
+    argv = ["--workdir", str(tmp_path / "work"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--set", "select=[efficientnet]", "--set", "learners.efficientnet.pretrained=true",
+            "--set", "progress=false"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "pretrained: false" in err and "weights_path" in err and "Traceback" not in err
+    assert not (tmp_path / "work").exists()  # not even the embedded corpus was generated

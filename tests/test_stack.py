@@ -19,7 +19,7 @@ from scipy.special import expit
 from features.common import from_dict
 from meta.toy import toy_video_features
 from pipelines import stack
-from pipelines.stacking import report
+from pipelines.stacking import nested, report
 from pipelines.stacking.sweep import CalibrationFamily, EnsembleSpec, build_ensemble
 from pipelines.tracking import OOF_EXPERIMENT, STACK_EXPERIMENT, setup_tracking
 
@@ -265,3 +265,32 @@ def test_reads_the_latest_oof_run_from_mlflow(done, tmp_path):
     child = MlflowClient().get_run(next(iter(res.run_ids.values())))
     assert child.data.tags["fakestack.oof_run_id"] == run.info.run_id
     assert len(res.submission) == N_TEST_GROUPS * 2
+
+
+def test_nested_selection_is_in_the_table_summary_and_mlflow(done, capsys):
+    _, _, cfg, result = done
+    row = result.table[result.table["config"] == nested.NESTED_CONFIG]
+    assert len(row) == 1 and row["meta"].iloc[0] == nested.NESTED_META
+    assert row["log_loss"].iloc[0] == pytest.approx(result.nested.metrics["log_loss"])
+    names = {r.spec.name for r in result.results}
+    assert set(result.nested.picks) == {0, 1, 2} and set(result.nested.picks.values()) <= names
+    assert report.baselines(result.table)["stack_config"] != nested.NESTED_CONFIG  # never "the best stack"
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    metrics = MlflowClient().get_run(result.sweep_run_id).data.metrics
+    assert metrics["nested_cv_log_loss"] == pytest.approx(result.nested.metrics["log_loss"])
+    assert "honest headline" in stack.summary(result, cfg, 1.0)
+
+
+def test_nested_selection_never_looks_at_the_fold_it_scores():
+    """Flipping every label of fold 0 changes nothing of fold 0's nested probabilities: the
+    configuration that scores fold 0 was picked and fitted on the other folds alone."""
+    vf = toy_video_features(n_videos=90, seed=3)
+    specs = stack.make_specs(from_dict(stack.SweepConfig, {"metas": ["logreg"], "calibrations": ["none", "platt"],
+                                                            "leave_one_out": False}), stack.learners_in(vf))
+    sweep = from_dict(stack.SweepConfig, {"metas": ["logreg"], "calibrations": ["none", "platt"]})
+    first = nested.nested_selection(specs, sweep, vf, inner_k=2, seed=0)
+    flipped = vf.assign(label=np.where(vf["fold"] == 0, 1 - vf["label"], vf["label"]))
+    second = nested.nested_selection(specs, sweep, flipped, inner_k=2, seed=0)
+    fold0 = (vf["fold"] == 0).to_numpy()
+    np.testing.assert_array_equal(first.prob[fold0], second.prob[fold0])
+    assert first.picks[0] == second.picks[0] and not np.array_equal(first.prob[~fold0], second.prob[~fold0])

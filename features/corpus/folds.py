@@ -21,6 +21,9 @@ MAX_LISTED = 5  # groups/videos quoted in one error message
 MAX_IDS_PER_GROUP = 3  # video ids quoted per side of one mixed train/test group
 
 
+LINK_SEP = "|"  # separates the tokens of the videos table's `links` column
+
+
 class FoldError(ValueError):
     """Folds cannot be made from this videos table (e.g. fewer groups than folds)."""
 
@@ -61,8 +64,10 @@ def connected_groups(videos: pd.DataFrame, link_parts: bool = False) -> pd.Serie
     """Group id per row of `videos` (int64, aligned to its index).
 
     Edges: video -- original (an original absent from the table is still a node, so its fakes
-    share a group), and with `link_parts` every video of one `part`. Ids are 0..n-1, numbered in
-    the order of each component's smallest video_id, so they do not depend on row order.
+    share a group), video -- each token of its `links` column (LINK_SEP-separated, e.g. the
+    identities a corpus names: every video sharing a token joins one group), and with
+    `link_parts` every video of one `part`. Ids are 0..n-1, numbered in the order of each
+    component's smallest video_id, so they do not depend on row order.
     """
     ids = videos["video_id"].astype(str)
     if ids.duplicated().any():
@@ -73,6 +78,11 @@ def connected_groups(videos: pd.DataFrame, link_parts: bool = False) -> pd.Serie
         uf.find(("video", vid))
         if not pd.isna(original):
             uf.union(("video", vid), ("video", str(original)))
+    if "links" in videos:
+        for vid, links in zip(ids, videos["links"]):
+            for token in ([] if pd.isna(links) else str(links).split(LINK_SEP)):
+                if token:
+                    uf.union(("link", token), ("video", vid))
     if link_parts:
         for vid, part in zip(ids, videos["part"]):
             uf.union(("part", str(part)), ("video", vid))

@@ -24,6 +24,7 @@ from features.corpus.folds import TEST_SPLIT, connected_groups
 
 METADATA_NAME = "metadata.json"
 TEST_LABELS_NAME = "test_labels.csv"  # the embedded corpus's answer file: filename,label (0/1)
+DFDC_TEST_LABELS_NAME = "labels.csv"  # the DFDC full release's test/labels.csv, in the same form
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
 LABEL_CODES = {"REAL": 0, "FAKE": 1}
 FAKE = LABEL_CODES["FAKE"]
@@ -34,16 +35,20 @@ STATUS_OK = "ok"
 STATUS_MISSING = "missing_file"
 ON_MISSING_CHOICES = ("error", "status")
 MAX_LISTED = 5  # entries quoted in one error message before "... and N more"
-STRING_COLUMNS = ("video_id", "path", "root", "original", "split", "part", "status", "message")
+STRING_COLUMNS = ("video_id", "path", "root", "original", "split", "part", "status", "message", "media",
+                  "method", "compression", "links")
+# media: `video` files or pre-extracted `face_images`; method and compression where a corpus names
+# them (FF++), else missing; links: extra group edges (features.corpus.folds.connected_groups)
 VIDEO_COLUMNS = ("video_id", "path", "root", "label", "original", "split", "part", "group",
-                 "status", "message")
+                 "status", "message", "media", "method", "compression", "links")
+MEDIA_VIDEO = "video"
 
 
 class CorpusError(ValueError):
     """A corpus folder or its metadata.json that cannot be read as the videos table."""
 
 
-def _listing(items: Sequence[str]) -> str:
+def listing(items: Sequence[str]) -> str:
     shown = ", ".join(items[:MAX_LISTED])
     more = len(items) - MAX_LISTED
     return shown + (f", ... and {more} more" if more > 0 else "")
@@ -55,7 +60,7 @@ def _load_metadata(path: Path) -> dict[str, Any]:
     def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         dup = sorted(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
         if dup:
-            raise CorpusError(f"{path}: duplicate key(s) {_listing(dup)}")
+            raise CorpusError(f"{path}: duplicate key(s) {listing(dup)}")
         return dict(pairs)
 
     try:
@@ -147,7 +152,7 @@ def _read_plain_part(root: Path) -> list[dict[str, Any]]:
              "split": TEST_SPLIT} for n in names]
 
 
-def _check_roots(roots: Sequence[str | Path]) -> list[Path]:
+def check_roots(roots: Sequence[str | Path]) -> list[Path]:
     """Each root must be an existing folder, given once (else every id would be 'in two folders')."""
     if not roots:
         raise CorpusError("no corpus folder given")
@@ -158,11 +163,11 @@ def _check_roots(roots: Sequence[str | Path]) -> list[Path]:
     resolved = [p.resolve() for p in paths]
     twice = sorted({str(p) for p, r in zip(paths, resolved) if resolved.count(r) > 1})
     if twice:
-        raise CorpusError(f"corpus folder given twice: {_listing(twice)}")
+        raise CorpusError(f"corpus folder given twice: {listing(twice)}")
     return paths
 
 
-def _part_names(roots: Sequence[Path]) -> list[str]:
+def part_names(roots: Sequence[Path]) -> list[str]:
     """Folder names, made unique with a numeric suffix when two folders share one."""
     names: list[str] = []
     for root in roots:
@@ -202,9 +207,24 @@ def _mark_missing(rows: list[dict[str, Any]], on_missing: str) -> None:
             missing.append(f"{row['source']}: entry {row['video_id']!r} ({file})")
     if missing and on_missing == "error":
         raise CorpusError(
-            f"{len(missing)} video file(s) not found: {_listing(missing)}; "
+            f"{len(missing)} video file(s) not found: {listing(missing)}; "
             "pass on_missing='status' to keep them with status 'missing_file'"
         )
+
+
+def check_on_missing(on_missing: str) -> None:
+    if on_missing not in ON_MISSING_CHOICES:
+        raise ValueError(f"on_missing={on_missing!r}; valid: {', '.join(ON_MISSING_CHOICES)}")
+
+
+def raise_missing(rows: list[dict[str, Any]], on_missing: str) -> None:
+    """A reader's rows with status missing_file are an error unless the caller asked to keep them
+    (every listed video stays accounted for, with its status)."""
+    absent = [r["message"] for r in rows if r["status"] == STATUS_MISSING]
+    if absent and on_missing == "error":
+        raise CorpusError(f"{len(absent)} video file(s) not found: {'; '.join(absent[:MAX_LISTED])}"
+                          f"{'; ...' if len(absent) > MAX_LISTED else ''}; "
+                          "pass on_missing='status' to keep them with status 'missing_file'")
 
 
 def read_corpora(
@@ -217,21 +237,31 @@ def read_corpora(
     `group` joins each fake with its original (even one absent from the corpus) and, with
     `link_parts`, every video of a folder; see `features.corpus.folds.connected_groups`.
     """
-    if on_missing not in ON_MISSING_CHOICES:
-        raise ValueError(f"on_missing={on_missing!r}; valid: {', '.join(ON_MISSING_CHOICES)}")
+    check_on_missing(on_missing)
     if isinstance(roots, (str, Path)):
         roots = [roots]
-    paths = _check_roots(roots)
+    paths = check_roots(roots)
 
     rows: list[dict[str, Any]] = []
-    for given, folder, part in zip(roots, paths, _part_names(paths)):
+    for given, folder, part in zip(roots, paths, part_names(paths)):
         meta = folder / METADATA_NAME
         found = _read_metadata_part(meta) if meta.exists() else _read_plain_part(folder)
         rows += [{**row, "root": str(given), "part": part, "folder": folder} for row in found]
     _check_across_parts(rows)
     _mark_missing(rows, on_missing)
 
-    videos = pd.DataFrame(rows).drop(columns=["source", "folder"])
+    return videos_table(pd.DataFrame(rows).drop(columns=["source", "folder"]), link_parts)
+
+
+def videos_table(rows: pd.DataFrame, link_parts: bool, media: str = MEDIA_VIDEO) -> pd.DataFrame:
+    """Every layout's last step: rows (VIDEO_COLUMNS but `group`; absent optional ones become
+    missing, `media` defaults to `media`) -> the videos table: its dtypes, sorted by part and
+    video_id, with the groups of connected_groups."""
+    videos = rows.copy()
+    for col in ("method", "compression", "links", "status", "message"):
+        if col not in videos:
+            videos[col] = pd.NA
+    videos["media"] = videos["media"].fillna(media) if "media" in videos else media
     videos["label"] = videos["label"].astype("Int8")
     for col in STRING_COLUMNS:
         videos[col] = videos[col].astype("string")
@@ -242,10 +272,15 @@ def read_corpora(
 
 def read_test_labels(root: str | Path) -> pd.DataFrame:
     """The answer file of a corpus's test split (video_id, label Int8); empty when there is none.
+    `test_labels.csv` (the embedded corpus) or `labels.csv` (DFDC's test folder), filename,label
+    with 1 = FAKE.
 
     Kept apart from metadata.json (as in DFDC) so test labels cannot leak into training.
     """
-    path = Path(root) / TEST_LABELS_NAME
+    found = [Path(root) / name for name in (TEST_LABELS_NAME, DFDC_TEST_LABELS_NAME) if (Path(root) / name).exists()]
+    if len(found) > 1:
+        raise CorpusError(f"{root}: both {TEST_LABELS_NAME} and {DFDC_TEST_LABELS_NAME}; keep one answer file")
+    path = found[0] if found else Path(root) / TEST_LABELS_NAME
     empty = pd.DataFrame({"video_id": pd.Series(dtype="string"), "label": pd.Series(dtype="Int8")})
     if not path.exists():
         return empty
@@ -258,9 +293,9 @@ def read_test_labels(root: str | Path) -> pd.DataFrame:
         raise CorpusError(f"{path}: missing column(s) {missing}; expected filename,label")
     bad = table.loc[~table["label"].isin(list(LABEL_CODES.values())), "filename"]
     if len(bad):
-        raise CorpusError(f"{path}: label must be 0 or 1; bad rows: {_listing(list(bad.astype(str)))}")
+        raise CorpusError(f"{path}: label must be 0 or 1; bad rows: {listing(list(bad.astype(str)))}")
     dup = table.loc[table["filename"].duplicated(), "filename"]
     if len(dup):
-        raise CorpusError(f"{path}: duplicate filename(s) {_listing(dup.astype(str).tolist())}")
+        raise CorpusError(f"{path}: duplicate filename(s) {listing(dup.astype(str).tolist())}")
     return pd.DataFrame({"video_id": table["filename"].astype("string"),
                          "label": table["label"].astype("Int8")})

@@ -71,7 +71,7 @@ def load_crops(crops_dir: Path | str, video_id: str) -> np.ndarray:
 
 # ---- one video ------------------------------------------------------------------------------------
 
-def _status(video_id: str, status: str, message: str, n_frames=0, n_faces=0, n_stream=0, rotation=0):
+def status_row(video_id: str, status: str, message: str, n_frames=0, n_faces=0, n_stream=0, rotation=0):
     if status not in STATUSES:
         raise ValueError(f"unknown face status {status!r}; valid: {STATUSES}")
     return dict(video_id=video_id, status=status, message=message, n_frames=int(n_frames),
@@ -87,17 +87,17 @@ def faces_of_video(video_id: str, path: Path, cfg: FaceConfig, detector):
     try:
         frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads)
     except FileNotFoundError as err:
-        return _empty_faces(), empty, _status(video_id, "missing_file", str(err))
+        return _empty_faces(), empty, status_row(video_id, "missing_file", str(err))
     except (DecodeError, cv2.error) as err:
-        return _empty_faces(), empty, _status(video_id, "decode_error", str(err))
+        return _empty_faces(), empty, status_row(video_id, "decode_error", str(err))
     dets = detect_faces(detector, frames.images, cfg)
     info = dict(n_frames=len(frames.images), n_stream=frames.n_stream, rotation=frames.rotation)
     notes = "; ".join(frames.notes)
     faces, crops = _faces_and_crops(video_id, frames, dets, cfg)
     if faces.empty:
         msg = f"no face with det_prob >= {cfg.det_prob} in {len(frames.images)} sampled frames"
-        return faces, crops, _status(video_id, "no_face", "; ".join(filter(None, [msg, notes])), **info)
-    return faces, crops, _status(video_id, "ok", notes, n_faces=len(faces), **info)
+        return faces, crops, status_row(video_id, "no_face", "; ".join(filter(None, [msg, notes])), **info)
+    return faces, crops, status_row(video_id, "ok", notes, n_faces=len(faces), **info)
 
 
 def _faces_and_crops(video_id: str, frames, dets, cfg: FaceConfig) -> tuple[pd.DataFrame, np.ndarray]:
@@ -187,7 +187,7 @@ def _check_videos(videos: pd.DataFrame) -> None:
         raise ValueError(f"videos table has duplicate video_id(s): {list(dup[:5])}")
 
 
-def _is_done(crops_dir: Path, video_id: str, path: Path) -> bool:
+def is_done(crops_dir: Path, video_id: str, path: Path) -> bool:
     marker = cache.read_marker(crops_dir, video_id)
     return marker is not None and marker.get("source") == source_key(path)
 
@@ -210,15 +210,15 @@ def extract_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str,
     for i, row in enumerate(videos.itertuples(index=False)):
         path = Path(str(row.root)) / str(row.path)
         if (marked is not None and bool(marked.iloc[i])) or not path.is_file():
-            missing[row.video_id] = _status(row.video_id, "missing_file", f"{path}: no such file")
-        elif not _is_done(crops_dir, row.video_id, path):
+            missing[row.video_id] = status_row(row.video_id, "missing_file", f"{path}: no such file")
+        elif not is_done(crops_dir, row.video_id, path):
             todo.append((row.video_id, str(path)))
     if todo:
         _run(todo, cfg, crops_dir, progress)
-    return _collect(videos["video_id"].tolist(), missing, crops_dir)
+    return collect_results(videos["video_id"].tolist(), missing, crops_dir)
 
 
-def _collect(video_ids: list[str], missing: dict, crops_dir: Path) -> FaceResult:
+def collect_results(video_ids: list[str], missing: dict, crops_dir: Path) -> FaceResult:
     """Concatenate the per-video files, in the order of the videos table."""
     statuses, faces = [], []
     for video_id in video_ids:

@@ -37,6 +37,7 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
 
 
 BASELINE_METAS = ("single", "average")  # configurations that are baselines, not stacked ensembles
+NOT_PICKABLE = BASELINE_METAS + ("nested",)  # rows that are not stacked ensembles one can pick
 
 
 def baselines(table: pd.DataFrame) -> dict[str, float | str]:
@@ -45,7 +46,7 @@ def baselines(table: pd.DataFrame) -> dict[str, float | str]:
     all learners, and the stack's log loss as a share of each (below 1: what stacking adds on
     these folds). Empty when the table lacks stacked or single-learner rows; no average keys when
     it has no average[all] row."""
-    stacked = table[~table["meta"].isin(BASELINE_METAS)]
+    stacked = table[~table["meta"].isin(NOT_PICKABLE)]
     rank = stacked["stage"].map({name: i for i, name in enumerate(STAGES)})  # last = output
     stacked = stacked.assign(_rank=rank).sort_values("_rank", kind="stable").groupby("config").tail(1)
     singles = table[table["meta"] == "single"]

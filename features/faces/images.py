@@ -1,0 +1,105 @@
+"""Pre-extracted faces into the face cache: the face stage for corpora that ship crops, not videos.
+
+Each video's face images (one per video in the Kaggle "deepfake-faces" form, or up to `n_frames`
+of a folder of frames per video) are read, converted to RGB, resized to the profile's `crop_size`
+with area interpolation and written to the same cache layout `extract_faces` writes, so level 0
+reads them unchanged (`load_crops`). Detection is skipped:
+the image is the face, its box is the whole image and its detection probability 1. An image that
+cannot be read gets `decode_error`, an absent one `missing_file`; finished videos are skipped on
+reruns (keyed by the settings and the image file's size and time). `workers` processes share the
+videos (0: one per core), as in the face stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from features.common import config_hash
+from features.faces import cache
+from features.corpus.face_csv import IMAGE_EXTENSIONS
+from features.faces.config import FaceConfig
+from features.faces.decode import sample_indices
+from features.faces.pool import n_workers, process_map
+from features.faces.extract import (CACHE_VERSION, FACE_COLUMNS, FaceResult, collect_results, is_done,
+                                    source_key, status_row)
+
+SOURCE = "face_images"  # in the cache key: these crops were never detected here
+PRELOAD = ["features.faces.images"]  # imported once by the forkserver
+GIVEN_DET_PROB = 1.0  # the image is the face
+
+
+def cache_fields(cfg: FaceConfig) -> dict:
+    """What decides the imported crops (load_crops reads crop_format and crop_size back)."""
+    return {"source": SOURCE, "crop_size": cfg.crop_size, "crop_format": cfg.crop_format,
+            "cache_version": CACHE_VERSION}
+
+
+def _frame_files(path: Path, n_frames: int) -> list[Path]:
+    """The images to import: the file itself, or `n_frames` of a folder's images evenly spaced over
+    them in name order (the frames of one video, as a face set stores them)."""
+    if path.is_file():
+        return [path]
+    files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    return [files[i] for i in sample_indices(len(files), n_frames)]
+
+
+def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> None:
+    rows, crops, unreadable = [], [], []
+    files = _frame_files(path, cfg.n_frames)
+    for frame_idx, file in enumerate(files):
+        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
+        if image is None:
+            unreadable.append(file.name)
+            continue
+        h, w = image.shape[:2]
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        crops.append(cv2.resize(rgb, (cfg.crop_size, cfg.crop_size), interpolation=cv2.INTER_AREA))
+        rows.append({"video_id": video_id, "frame_idx": frame_idx, "face_idx": 0, "x0": 0.0, "y0": 0.0,
+                     "x1": float(w), "y1": float(h), "det_prob": GIVEN_DET_PROB, "crop_idx": len(rows)})
+    faces = pd.DataFrame(rows, columns=list(FACE_COLUMNS)).astype(FACE_COLUMNS)
+    note = f"unreadable image(s): {', '.join(unreadable)}" if unreadable else ""
+    if not rows:
+        status = status_row(video_id, "decode_error", "; ".join(filter(None, [f"{path}: no readable face image", note])),
+                            n_frames=len(files))
+        stack = np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8)
+    else:
+        status = status_row(video_id, "ok", "; ".join(filter(None, ["pre-extracted face images", note])),
+                            n_frames=len(files), n_faces=len(rows))
+        stack = np.stack(crops)
+    status["source"] = source_key(path)
+    cache.write_result(crops_dir, cfg.crop_format, faces, stack, status)
+
+
+def import_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str, progress: bool = True) -> FaceResult:
+    """Faces and status of every row of `videos` (video_id, root, path = the face image)."""
+    cache.CROP_STORES.get(cfg.crop_format)  # unknown format: fail before any work
+    crops_dir = Path(cache_dir) / config_hash(cache_fields(cfg))
+    crops_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_config(crops_dir, cache_fields(cfg))
+    missing, todo = {}, []
+    for row in videos.itertuples(index=False):
+        path = Path(str(row.root)) / str(row.path)
+        if not str(row.path) or not path.exists():
+            missing[row.video_id] = status_row(row.video_id, "missing_file", f"{path}: no such face image")
+        elif not is_done(crops_dir, row.video_id, path):
+            todo.append((row.video_id, path))
+    workers = n_workers(cfg.workers, len(todo))
+    with tqdm(total=len(todo), desc="face images", unit="video", disable=not progress) as bar:
+        if workers == 1:
+            for video_id, path in todo:
+                _import_one(video_id, path, cfg, crops_dir)
+                bar.update()
+        else:  # decoding, resizing and the cache writes are per video: processes scale them
+            tasks = [(video_id, path, cfg, crops_dir) for video_id, path in todo]
+            for _ in process_map(_import_one, tasks, workers, _init_worker, (), PRELOAD):
+                bar.update()
+    return collect_results(videos["video_id"].tolist(), missing, crops_dir)
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one process per core already

@@ -1,0 +1,44 @@
+"""Layout choice: by what a folder holds or by name, one layout per run, identity links optional."""
+
+from __future__ import annotations
+
+import pytest
+
+from features.corpus.layouts import LAYOUTS, detect_layout, read_videos
+from features.corpus.options import CorpusOptions
+from features.corpus.readers import CorpusError
+
+CELEB = ["Celeb-real/id0_0000.mp4", "Celeb-real/id1_0000.mp4", "Celeb-synthesis/id0_id1_0000.mp4",
+         "YouTube-real/00000.mp4"]
+
+
+def _tree(root, names):
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"video")
+    return root
+
+
+def test_layout_detected_from_the_folder(tmp_path):
+    assert detect_layout(_tree(tmp_path / "c", CELEB)) == "celebdf"
+    assert detect_layout(_tree(tmp_path / "f", ["original_sequences/youtube/c23/videos/000.mp4"])) == "ffpp"
+    assert detect_layout(_tree(tmp_path / "d", ["manipulated_videos/end_to_end/000_M101.mp4"])) == "deeperforensics"
+    assert detect_layout(_tree(tmp_path / "p", ["a.mp4"])) == "dfdc"
+    assert set(LAYOUTS.names()) == {"dfdc", "face_csv", "ffpp", "celebdf", "deeperforensics"}
+
+
+def test_one_layout_per_run_and_unknown_names_list_the_valid_ones(tmp_path):
+    celeb, plain = _tree(tmp_path / "c", CELEB), _tree(tmp_path / "p", ["a.mp4"])
+    with pytest.raises(CorpusError, match="different layouts"):
+        read_videos([celeb, plain])
+    with pytest.raises(CorpusError, match="unknown corpus layout 'nope'; valid: celebdf, deeperforensics"):
+        read_videos([celeb], layout="nope")
+
+
+def test_identity_links_can_be_dropped_for_official_splits(tmp_path):
+    celeb = _tree(tmp_path / "c", CELEB)
+    linked = read_videos([celeb]).set_index("video_id")["group"]
+    assert linked["Celeb-real/id1_0000.mp4"] == linked["Celeb-synthesis/id0_id1_0000.mp4"]
+    plain = read_videos([celeb], options=CorpusOptions(link_identities=False)).set_index("video_id")["group"]
+    assert plain["Celeb-real/id0_0000.mp4"] == plain["Celeb-synthesis/id0_id1_0000.mp4"]  # still its original
+    assert plain["Celeb-real/id1_0000.mp4"] != plain["Celeb-synthesis/id0_id1_0000.mp4"]
