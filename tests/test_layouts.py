@@ -24,14 +24,14 @@ def test_layout_detected_from_the_folder(tmp_path):
     assert detect_layout(_tree(tmp_path / "f", ["original_sequences/youtube/c23/videos/000.mp4"])) == "ffpp"
     assert detect_layout(_tree(tmp_path / "d", ["manipulated_videos/end_to_end/000_M101.mp4"])) == "deeperforensics"
     assert detect_layout(_tree(tmp_path / "p", ["a.mp4"])) == "dfdc"
-    assert set(LAYOUTS.names()) == {"dfdc", "face_csv", "ffpp", "celebdf", "deeperforensics"}
+    assert set(LAYOUTS.names()) == {"dfdc", "face_csv", "deepfakebench", "ffpp", "celebdf", "deeperforensics"}
 
 
 def test_one_layout_per_run_and_unknown_names_list_the_valid_ones(tmp_path):
     celeb, plain = _tree(tmp_path / "c", CELEB), _tree(tmp_path / "p", ["a.mp4"])
     with pytest.raises(CorpusError, match="different layouts"):
         read_videos([celeb, plain])
-    with pytest.raises(CorpusError, match="unknown corpus layout 'nope'; valid: celebdf, deeperforensics"):
+    with pytest.raises(CorpusError, match="unknown corpus layout .nope.; valid: celebdf, deeperforensics, deepfakebench"):
         read_videos([celeb], layout="nope")
 
 

@@ -2,8 +2,9 @@
 
 `read_videos(roots, layout="auto")` picks one reader for all the folders: `dfdc` (metadata.json,
 or a plain folder of videos read as unlabelled test videos; features.corpus.readers), `face_csv`
-(pre-extracted face images with metadata.csv), `ffpp` (FaceForensics++), `celebdf` (Celeb-DF v1/v2)
-or `deeperforensics` (DeeperForensics-1.0 with FF++ reals), each in its own module. Every reader
+(pre-extracted face images with metadata.csv), `deepfakebench` (its preprocessed faces with a
+dataset JSON), `ffpp` (FaceForensics++), `celebdf` (Celeb-DF v1/v2) or `deeperforensics`
+(DeeperForensics-1.0 with FF++ reals), each in its own module. Every reader
 returns the same table (features.corpus.readers.videos_table); its `media` column says whether the
 rows are `video` files or `face_images`. A reader is `reader(roots, on_missing, link_parts, options)`
 with `options` a CorpusOptions, and `DETECTORS` tells from a folder's files whether it is in a layout.
@@ -19,6 +20,7 @@ import pandas as pd
 from features.common import Registry
 from features.corpus.celebdf import is_celebdf, read_celebdf
 from features.corpus.deeperforensics import is_deeperforensics, read_deeperforensics
+from features.corpus.deepfakebench import is_deepfakebench, read_deepfakebench
 from features.corpus.face_csv import is_face_csv, read_face_csv
 from features.corpus.ffpp import is_ffpp, read_ffpp
 from features.corpus.folds import TEST_SPLIT, connected_groups
@@ -42,10 +44,12 @@ def _face_csv(roots, on_missing: str, link_parts: bool, options: CorpusOptions) 
 LAYOUTS.register("ffpp")(read_ffpp)
 LAYOUTS.register("celebdf")(read_celebdf)
 LAYOUTS.register("deeperforensics")(read_deeperforensics)
+LAYOUTS.register("deepfakebench")(read_deepfakebench)
 
 # checked in order; a folder none of them claims is read as DFDC (metadata.json or plain videos)
 DETECTORS: dict[str, Callable[[Path], bool]] = {
-    "face_csv": is_face_csv, "ffpp": is_ffpp, "celebdf": is_celebdf, "deeperforensics": is_deeperforensics,
+    "face_csv": is_face_csv, "deepfakebench": is_deepfakebench, "ffpp": is_ffpp, "celebdf": is_celebdf,
+    "deeperforensics": is_deeperforensics,
 }
 
 

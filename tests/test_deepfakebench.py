@@ -1,0 +1,138 @@
+"""DeepfakeBench face sets (a dataset JSON of per-video frame folders): the reader, and a whole
+oof.py + stack.py run on a tiny set made from generated crops in that form."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.corpus.deepfakebench import read_deepfakebench
+from features.corpus.folds import FoldConfig, check_folds, make_folds
+from features.corpus.layouts import detect_layout, read_videos
+from features.corpus.readers import CorpusError
+from features.faces.config import FaceConfig
+from features.faces.extract import extract_faces, load_crops
+from features.synth import SynthConfig, generate_corpus
+from pipelines import oof, stack
+from pipelines.config import build_config
+
+DATASET = "FaceForensics++"
+FRAMES_PER_VIDEO = 3
+
+
+def _frames(root, rel_folder, n=FRAMES_PER_VIDEO, crops=None):
+    folder = root / rel_folder
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = crops[i % len(crops)] if crops is not None else rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    # the JSON lists them under the preprocessing machine's path, as DeepfakeBench's do
+    return [f"/elsewhere/datasets/{rel_folder}/{i:03d}.png" for i in range(n)]
+
+
+def _entry(label, frames):
+    return {"label": label, "frames": frames}
+
+
+def _bench(root, videos: dict[str, tuple[str, str]]):
+    """videos: name -> (label name, split); writes frames and FaceForensics++.json."""
+    data: dict = {DATASET: {}}
+    for name, (label_name, split) in videos.items():
+        kind = "original_sequences/youtube" if "real" in label_name else f"manipulated_sequences/{label_name}"
+        frames = _frames(root, f"{DATASET}/{kind}/c23/frames/{name}")
+        data[DATASET].setdefault(label_name, {}).setdefault(split, {}).setdefault("c23", {})[name] = \
+            _entry(label_name, frames)
+    (root / f"{DATASET}.json").write_text(json.dumps(data))
+    return root
+
+
+BASIC = {"000": ("FF-real", "train"), "001": ("FF-real", "train"), "002": ("FF-real", "test"),
+         "004": ("FF-real", "train"), "000_001": ("FF-DF", "train"), "001_000": ("FF-DF", "train"),
+         "002_003": ("FF-DF", "test"), "004_005": ("FF-DF", "train")}
+
+
+def test_reader_groups_by_the_identities_in_the_names(tmp_path):
+    root = _bench(tmp_path / "dfb", BASIC)
+    assert detect_layout(root) == "deepfakebench"
+    videos = read_videos([root]).set_index("video_id")
+    assert videos.loc["FF-DF/000_001", "label"] == 1 and videos.loc["FF-real/000", "label"] == 0
+    assert videos.loc["FF-DF/002_003", "split"] == "test" and videos.loc["FF-DF/000_001", "compression"] == "c23"
+    assert videos.loc["FF-DF/000_001", "path"] == f"{DATASET}/manipulated_sequences/FF-DF/c23/frames/000_001"
+    g = videos["group"]
+    assert g["FF-real/000"] == g["FF-real/001"] == g["FF-DF/000_001"] != g["FF-real/002"] == g["FF-DF/002_003"]
+    v = read_videos([root])
+    check_folds(v, make_folds(v, FoldConfig(k=2)))
+
+
+def test_a_video_in_several_splits_keeps_train(tmp_path):
+    root = _bench(tmp_path / "dfb", BASIC)
+    data = json.loads((root / f"{DATASET}.json").read_text())
+    data[DATASET]["FF-real"]["test"]["c23"]["000"] = data[DATASET]["FF-real"]["train"]["c23"]["000"]
+    (root / f"{DATASET}.json").write_text(json.dumps(data))
+    videos = read_deepfakebench([root]).set_index("video_id")
+    assert videos.loc["FF-real/000", "split"] == "train" and len(videos) == len(BASIC)
+
+
+def test_bad_names_and_missing_frames(tmp_path):
+    root = _bench(tmp_path / "dfb", {**BASIC, "clip_a": ("FF-DF", "train")})
+    with pytest.raises(CorpusError, match="clip_a: the video name does not say whose faces"):
+        read_deepfakebench([root])
+    root = _bench(tmp_path / "dfb2", BASIC)
+    data = json.loads((root / f"{DATASET}.json").read_text())
+    data[DATASET]["FF-real"]["train"]["c23"]["006"] = _entry("FF-real", ["/nowhere/006/000.png"])
+    (root / f"{DATASET}.json").write_text(json.dumps(data))
+    with pytest.raises(CorpusError, match="1 video file.*006: no frame image found"):
+        read_deepfakebench([root])
+    kept = read_deepfakebench([root], on_missing="status").set_index("video_id")
+    assert kept.loc["FF-real/006", "status"] == "missing_file"
+
+
+@pytest.fixture(scope="module")
+def bench_set(tmp_path_factory):
+    """Generated crops in DeepfakeBench's form: original i is `00i`, its fakes `00i_1jj` (a donor
+    id that is no original, so each original keeps its own group)."""
+    tmp = tmp_path_factory.mktemp("dfbset")
+    corpus = tmp / "corpus"
+    generate_corpus(corpus, SynthConfig.tiny(n_originals=6, n_test_originals=0), progress=False)
+    videos = read_videos([corpus])
+    res = extract_faces(videos, FaceConfig(n_frames=3, crop_size=64, workers=1, det_prob=0.7), tmp / "cache",
+                        progress=False)
+    meta = json.loads((corpus / "metadata.json").read_text())
+    originals = sorted(v for v, m in meta.items() if m["label"] == "REAL")
+    names = {o: f"{i:03d}" for i, o in enumerate(originals)}
+    for j, (v, m) in enumerate(sorted((v, m) for v, m in meta.items() if m["label"] == "FAKE")):
+        names[v] = f"{names[m['original']]}_{100 + j:03d}"
+    root, data = tmp / "dfb", {DATASET: {}}
+    for vid, name in names.items():
+        crops = load_crops(res.crops_dir, vid)
+        label_name = "FF-real" if meta[vid]["label"] == "REAL" else "FF-DF"
+        kind = "original_sequences/youtube" if label_name == "FF-real" else "manipulated_sequences/Deepfakes"
+        frames = _frames(root, f"{DATASET}/{kind}/c23/frames/{name}", crops=crops) if len(crops) else ["/x/0.png"]
+        data[DATASET].setdefault(label_name, {}).setdefault("train", {}).setdefault("c23", {})[name] = \
+            _entry(label_name, frames)
+    (root / f"{DATASET}.json").write_text(json.dumps(data))
+    return root, len(names)
+
+
+def test_bench_set_runs_through_oof_and_stack(bench_set, tmp_path):
+    root, n_videos = bench_set
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ocfg = build_config(oof.OOFConfig, "oof", "demo", [
+        "folds.k=2", "select=[meso4]", "learners.meso4.input_size=32", "faces.crop_size=48", "faces.n_frames=2",
+        "train.epochs=2", "train.batch_size=16", "unit_workers=1", "on_missing=status", "progress=false"])
+    ocfg = oof.dataclasses.replace(ocfg, data=[str(root)], workdir=str(tmp_path / "work"), tracking_uri=uri)
+    run = oof.run(ocfg, profile="test")
+    faces = pd.read_parquet(run.output_dir / "faces.parquet")
+    assert faces.groupby("video_id")["frame_idx"].nunique().max() == 2  # n_frames of each frame folder
+    assert len(pd.read_parquet(run.output_dir / "face_status.parquet")) == n_videos
+    scfg = build_config(stack.StackConfig, "stack", "demo", [
+        "sweep.metas=[logreg]", "sweep.calibrations=[none]", "sweep.leave_one_out=false", "n_jobs=1",
+        "plots=false", "inner_k=2", "registry_name="])
+    res = stack.run(stack.replace(scfg, oof_run_id=run.run_id, tracking_uri=uri, output_dir=str(tmp_path / "s")),
+                    progress=False)
+    assert len(res.video_features) == n_videos and np.isfinite(res.best.metrics["cv_log_loss"])
