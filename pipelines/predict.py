@@ -93,6 +93,8 @@ def previous_rows(out: Path, model_uri: str) -> pd.DataFrame:
     if not parquet.is_file():
         return pd.DataFrame()
     old = pd.read_parquet(parquet)
+    if MODEL_COLUMN not in old.columns or "path" not in old.columns:
+        raise ConfigError(f"{parquet}: not a predict.py output (no {MODEL_COLUMN}/path columns); choose another --out")
     keep = (old[MODEL_COLUMN] == model_uri) & ~old["status"].isin(RETRY_STATUSES)
     return old[keep]
 
@@ -122,7 +124,7 @@ def run(paths: list[str], cfg: PredictConfig) -> PredictResult:
             _write(pd.concat(scored, ignore_index=True), out)
             bar.update(len(chunk))
     table = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame()
-    table = rows[["path"]].merge(table, on="path", how="left")  # input order, every input once
+    table = rows[["path"]].merge(table, on="path", how="left")[table.columns]  # input order, each input once
     _write(table, out)
     return PredictResult(table, out, uri, timings, int(skip.sum()))
 

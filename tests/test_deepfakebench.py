@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -136,3 +137,28 @@ def test_bench_set_runs_through_oof_and_stack(bench_set, tmp_path):
     res = stack.run(stack.replace(scfg, oof_run_id=run.run_id, tracking_uri=uri, output_dir=str(tmp_path / "s")),
                     progress=False)
     assert len(res.video_features) == n_videos and np.isfinite(res.best.metrics["cv_log_loss"])
+
+
+def test_cross_dataset_onto_a_face_set_reports_per_method(bench_set, tmp_path):
+    """Train on one face set, score another as test videos: per-corpus and per-method figures."""
+    root, _ = bench_set
+    other = _bench(tmp_path / "other_set", {"010": ("FF-real", "train"), "011": ("FF-real", "train"),
+                                            "010_011": ("FF-DF", "train"), "012_013": ("FF-FS", "train")})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ocfg = build_config(oof.OOFConfig, "oof", "demo", [
+        "folds.k=2", "select=[meso4]", "learners.meso4.input_size=32", "faces.crop_size=48", "faces.n_frames=2",
+        "train.epochs=1", "train.batch_size=16", "unit_workers=1", "on_missing=status", "progress=false"])
+    ocfg = oof.dataclasses.replace(ocfg, data=[str(root)], test_data=[str(other)], workdir=str(tmp_path / "w"),
+                                   tracking_uri=uri)
+    run = oof.run(ocfg, profile="test")
+    scfg = build_config(stack.StackConfig, "stack", "demo", [
+        "sweep.metas=[logreg]", "sweep.calibrations=[none]", "sweep.leave_one_out=false", "n_jobs=1",
+        "plots=false", "inner_k=2", "nested=false", "registry_name="])
+    res = stack.run(stack.replace(scfg, oof_run_id=run.run_id, tracking_uri=uri, output_dir=str(tmp_path / "s")),
+                    progress=False)
+    table = res.test_breakdown[res.test_breakdown["config"] == res.best.spec.name]
+    assert set(table.loc[table["by"] == "method", "value"]) == {"FF-real", "FF-DF", "FF-FS"}
+    assert set(table.loc[table["by"] == "corpus", "value"]) == {"other_set"}
+    mlflow.set_tracking_uri(uri)
+    metrics = mlflow.MlflowClient().get_run(res.sweep_run_id).data.metrics
+    assert "test_method_FF-FS_log_loss" in metrics and "test_corpus_other_set_log_loss" in metrics

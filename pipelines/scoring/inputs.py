@@ -29,6 +29,8 @@ MAGIC_BYTES = 12
 
 
 def _row(filename: str, path: str, status: str | None = None, message: str = "") -> dict:
+    if status is not None and status not in PRECHECK_STATUSES:
+        raise ValueError(f"unknown pre-check status {status!r}; valid: {PRECHECK_STATUSES}")
     return {"filename": filename, "path": path, "status": status, "message": message}
 
 
