@@ -293,7 +293,7 @@ def train_unit(
     oof_rows = np.flatnonzero((fold == unit.fold).fillna(False).to_numpy())
     test_rows = np.flatnonzero(fold.isna().to_numpy())
     if len(train_rows) == 0:
-        raise ValueError(f"unit {unit.learner}/fold{unit.fold}: no training faces in the other folds")
+        raise ValueError(f"unit {unit.learner}/{unit_name(unit.fold)}: no training faces in the other folds")
     seed_everything(unit.seed)
     model = build_learner(lcfg)
     result = fit(

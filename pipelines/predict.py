@@ -7,7 +7,8 @@ stack sweep run's detector. One row per input video (filename, path, p_fake, lab
 threshold, status, message, faces used, each learner's video score) is printed and written to
 `--out` (CSV, and parquet beside it). A video that cannot be judged gets the training prior and a
 status saying why. Resumable: a rerun with the same model and `--out` skips videos already scored
-(face extraction is cached too), so a large folder can be stopped and continued.
+(face extraction is cached too), so a large folder can be stopped and continued; videos that could
+not be read are tried again. `--out` holds the videos of the latest call.
 
     python pipelines/predict.py VIDEO_OR_FOLDER ... [--model URI] [--out predictions.csv]
                                 [--threshold 0.5] [--set workers=0 --set device=cpu ...]
@@ -31,12 +32,15 @@ from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_us
 from pipelines.scoring.detector import DEFAULT_THRESHOLD, Detector
 from pipelines.scoring.inputs import collect_paths
 from pipelines.scoring.package import DETECTOR_NAME
-from pipelines.stacking.runs import KIND_TAG
+from pipelines.stacking.runs import DETECTOR_TAG, KIND_TAG
 from pipelines.tracking import MLFLOW_DIR, STACK_EXPERIMENT, setup_tracking
 
 PIPELINE = "predict"
-MODEL_COLUMN = "model"  # the model URI each row was scored with (what resume compares)
-RETRY_STATUSES = ("missing_file",)  # rows a rerun tries again (the file may have appeared)
+MODEL_COLUMN = "model"  # the model URI each row was scored with
+MODEL_ID_COLUMN = "model_uuid"  # the loaded model's own id: what resume compares (an alias may move)
+# rows a rerun tries again: the file may have appeared, or finished copying
+RETRY_STATUSES = ("missing_file", "not_a_video", "decode_error")
+LATEST_SCAN = 50  # recent stack runs searched for the newest one with a packaged detector
 PRINT_COLUMNS = ["filename", "p_fake", "label", "status", "n_faces"]
 MODEL_ERRORS = (OSError, MlflowException)  # a model URI that is not there or not readable
 
@@ -66,36 +70,46 @@ class PredictResult:
 
 
 def latest_detector_uri() -> str:
-    """`runs:/<id>/detector` of the newest finished stack sweep run."""
+    """The packaged detector of the newest finished stack sweep run that has one."""
     exp = mlflow.get_experiment_by_name(STACK_EXPERIMENT)
     found = [] if exp is None else MlflowClient().search_runs(
         [exp.experiment_id], f"tags.`{KIND_TAG}` = 'sweep' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=1)
-    if not found:
-        raise FileNotFoundError(f"no finished stack.py run in {mlflow.get_tracking_uri()}: run pipelines/oof.py "
-                                "and pipelines/stack.py first, or pass --model URI")
-    return f"runs:/{found[0].info.run_id}/{DETECTOR_NAME}"
+        order_by=["attributes.start_time DESC"], max_results=LATEST_SCAN)
+    with_detector = [r for r in found if r.data.tags.get(DETECTOR_TAG)]
+    if not with_detector:
+        raise FileNotFoundError(f"no finished stack.py run with a packaged detector in {mlflow.get_tracking_uri()}: "
+                                "run pipelines/oof.py and pipelines/stack.py first, or pass --model URI")
+    return f"runs:/{with_detector[0].info.run_id}/{DETECTOR_NAME}"
 
 
-def load_detector(uri: str, device: str | None) -> Detector:
-    """The packaged detector, loaded through MLflow as any client would."""
+def load_detector(uri: str, device: str | None) -> tuple[Detector, str]:
+    """The packaged detector, loaded through MLflow as any client would, and the model's own id."""
     loaded = mlflow.pyfunc.load_model(uri)
-    detector = loaded.unwrap_python_model().detector
+    detector = getattr(loaded.unwrap_python_model(), "detector", None)
     if detector is None:
         raise ConfigError(f"{uri}: not a fakestack detector model (no detector was loaded)")
     detector.device = device or detector.device
-    return detector
+    return detector, str(loaded.metadata.model_uuid)
 
 
-def previous_rows(out: Path, model_uri: str) -> pd.DataFrame:
-    """Rows of an earlier run with the same model and output, to skip (missing files retried)."""
+def check_out(out: Path) -> None:
+    """--out names the CSV (its parquet twin goes beside it); never overwrite someone else's file."""
+    if out.suffix.lower() == ".parquet":
+        raise ConfigError(f"--out {out}: name the CSV (e.g. {out.with_suffix('.csv')}); the parquet is written beside it")
+    if out.exists() and not out.with_suffix(".parquet").is_file():
+        raise ConfigError(f"--out {out}: exists and is no predict.py output (no parquet beside it); choose another")
+
+
+def previous_rows(out: Path, model_id: str) -> pd.DataFrame:
+    """Rows of an earlier run of the same model into the same output, to skip (see RETRY_STATUSES)."""
     parquet = out.with_suffix(".parquet")
     if not parquet.is_file():
         return pd.DataFrame()
     old = pd.read_parquet(parquet)
-    if MODEL_COLUMN not in old.columns or "path" not in old.columns:
-        raise ConfigError(f"{parquet}: not a predict.py output (no {MODEL_COLUMN}/path columns); choose another --out")
-    keep = (old[MODEL_COLUMN] == model_uri) & ~old["status"].isin(RETRY_STATUSES)
+    if MODEL_ID_COLUMN not in old.columns or "path" not in old.columns:
+        raise ConfigError(f"{parquet}: not a predict.py output (no {MODEL_ID_COLUMN}/path columns); "
+                          "choose another --out")
+    keep = (old[MODEL_ID_COLUMN] == model_id) & ~old["status"].isin(RETRY_STATUSES)
     return old[keep]
 
 
@@ -105,11 +119,12 @@ def run(paths: list[str], cfg: PredictConfig) -> PredictResult:
     rows = collect_paths(paths).drop_duplicates("path", ignore_index=True)
     uri = cfg.model or latest_detector_uri()
     out = Path(cfg.out) if cfg.out else WORK_DIR / PIPELINE / "predictions.csv"
+    check_out(out)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else WORK_DIR / PIPELINE / "faces"
     t0 = time.perf_counter()
-    detector = load_detector(uri, cfg.device)
+    detector, model_id = load_detector(uri, cfg.device)
     timings = {"load_s": time.perf_counter() - t0, "faces_s": 0.0, "level0_s": 0.0, "level1_s": 0.0}
-    done = previous_rows(out, uri)
+    done = previous_rows(out, model_id)
     skip = rows["path"].isin(done["path"]) if len(done) else pd.Series(False, index=rows.index)
     todo = rows[~skip]
     scored = [done[done["path"].isin(rows["path"])]] if len(done) else []
@@ -117,7 +132,8 @@ def run(paths: list[str], cfg: PredictConfig) -> PredictResult:
               disable=not cfg.progress) as bar:
         for start in range(0, len(todo), cfg.batch_videos):
             chunk = todo.iloc[start:start + cfg.batch_videos]
-            part = detector.score(chunk, cfg.threshold, cache, cfg.workers).assign(**{MODEL_COLUMN: uri})
+            part = detector.score(chunk, cfg.threshold, cache, cfg.workers).assign(
+                **{MODEL_COLUMN: uri, MODEL_ID_COLUMN: model_id})
             for k, v in detector.timings.items():
                 timings[k] += v
             scored.append(part)

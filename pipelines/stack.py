@@ -5,7 +5,10 @@ them per video (features.aggregate), scores every ensemble configuration of the 
 outer CV over the level-0 folds (meta.evaluate; calibration and clipping are fitted inside each
 outer training part), logs one MLflow run per configuration, refits the best on every OOF video
 and writes the DFDC submission.csv for the test videos, with a diagnostics file saying which
-videos got the prior because no face was seen.
+videos got the prior because no face was seen. It also scores the whole selection by nested CV
+(the honest headline; pipelines.stacking.nested), writes the test figures per test corpus and
+method (test_breakdown.csv) and packages and registers the whole detector
+(pipelines.scoring.package) for predict.py and serving.
 
     python pipelines/stack.py [--oof-run RUN_ID] [--oof-dir DIR] [--profile demo|full]
                               [--set key=value ...] [--tracking-uri URI]
@@ -24,13 +27,15 @@ import numpy as np
 import pandas as pd
 import yaml
 from joblib import Parallel, delayed, parallel_config
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from features.aggregate import AggregateConfig, aggregate, learners_in
 from features.common import ConfigError, atomic_write_parquet, atomic_write_text, to_dict
-from features.corpus.readers import read_test_labels
+from features.corpus.face_csv import MEDIA_FACES
+from features.corpus.readers import read_labels_file, read_test_labels
 from meta.metrics import score
 from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config, exit_on_user_error
 from pipelines.scoring import package
@@ -167,6 +172,20 @@ def oof_output_dir(cfg: StackConfig, oof_run_id: str | None) -> Path | None:
     return Path(tag) if tag else None
 
 
+def detector_provenance(oof_run_id: str | None, stack_run_id: str, best: SpecResult,
+                        refit_scores: dict[str, float], test_time: str) -> dict:
+    """What the packaged detector records of itself (and its registry version is tagged with): the
+    runs, the configuration, and the scores of exactly what is packaged (with refit models, the
+    test split as those models score it)."""
+    scores = {k: float(v) for k, v in best.metrics.items() if k in ("cv_log_loss", "cv_auc", "test_log_loss",
+                                                                     "test_auc")}
+    if test_time == "refit":
+        scores.update({k.removeprefix("refit_"): float(v) for k, v in refit_scores.items()
+                       if k in ("refit_test_log_loss", "refit_test_auc")})
+    return {"oof_run_id": oof_run_id or "none", "stack_run_id": stack_run_id, "configuration": best.spec.name,
+            "git_commit": git_commit(), "test_time": test_time, **scores}
+
+
 def package_detector(best: SpecResult, vf: pd.DataFrame, tables: dict, cfg: StackConfig,
                      oof_dir: Path | None, info: dict) -> tuple[str | None, str | None, str]:
     """Log (and register) the whole detector for the best configuration, in the active run.
@@ -176,12 +195,16 @@ def package_detector(best: SpecResult, vf: pd.DataFrame, tables: dict, cfg: Stac
     try:
         if oof_dir is None:
             raise package.PackagingError("the oof run has no output folder tag")
+        if "media" in tables["videos"] and (tables["videos"]["media"] == MEDIA_FACES).any():
+            raise package.PackagingError("trained on pre-extracted face images: a detector would crop new videos "
+                                         "with face settings that never made its training crops")
         spec, unit_dirs = package.spec_from_oof(
             oof_dir, tables["units"], list(ensemble.meta_.learners_), to_dict(cfg.aggregate),
             model.input_columns(ensemble, vf), info, cfg.test_time)
     except package.PackagingError as err:
         return None, None, f"no detector packaged: {err}"
     logged = package.log_detector(spec, ensemble, unit_dirs, cfg.registry_name)
+    mlflow.set_tag(runs.DETECTOR_TAG, logged.model_uri)  # predict.py's default: the newest run that has one
     scores = {k: v for k, v in info.items() if isinstance(v, float)}
     version = package.register_scores(logged, cfg.registry_name, scores, info["configuration"]) \
         if cfg.registry_name else None
@@ -189,20 +212,20 @@ def package_detector(best: SpecResult, vf: pd.DataFrame, tables: dict, cfg: Stac
 
 
 def refit_test_scores(best: SpecResult, tables: dict, cfg: StackConfig, X_test: pd.DataFrame,
-                      y_test: np.ndarray | None) -> tuple[np.ndarray | None, dict[str, float]]:
-    """The best ensemble on the test videos when level 0 is one refit model per learner instead of
-    the fold models (the packaged detector's `refit` choice): its P(FAKE) and test-split scores."""
+                      y_test: np.ndarray | None) -> dict[str, float]:
+    """The best ensemble's test-split scores when level 0 is one refit model per learner instead of
+    the fold models (the packaged detector's `refit` choice); empty without refit models or labels."""
     refit = tables.get("refit_preds")
     if refit is None or refit.empty or X_test.empty:
-        return None, {}
+        return {}
     vf = aggregate(refit, tables["face_status"], tables["videos"], tables["folds"], cfg.aggregate,
                    faces=tables["faces"])
     X = vf.set_index("video_id").loc[X_test["video_id"]].reset_index()
     p = best.ensemble.predict_proba(X)[:, 1]
     if y_test is None or not np.isfinite(y_test).any():
-        return p, {}
+        return {}
     known = np.isfinite(y_test)
-    return p, {f"refit_test_{k}": v for k, v in score(y_test[known], p[known]).items() if k != "n"}
+    return {f"refit_test_{k}": v for k, v in score(y_test[known], p[known]).items() if k != "n"}
 
 
 def _resolve_root(root: str) -> Path:
@@ -218,7 +241,7 @@ def split_labels(videos: pd.DataFrame, test_ids: pd.Series, extra_csv: str | Non
     if "root" in videos.columns:
         parts += [read_test_labels(_resolve_root(r)) for r in videos["root"].dropna().unique()]
     if extra_csv:
-        parts.append(pd.read_csv(extra_csv).rename(columns={"filename": "video_id"})[["video_id", "label"]])
+        parts.append(read_labels_file(extra_csv))
     labels = pd.concat([p.astype({"video_id": str, "label": float}) for p in parts if len(p)])
     labels = labels.drop_duplicates("video_id", keep="last").set_index("video_id")["label"]
     y = test_ids.map(labels).to_numpy(dtype=float)
@@ -267,7 +290,8 @@ def evaluate_all(specs, cfg: StackConfig, X, X_test, y_test, plot_dir: Path, pro
 
 
 def prior_log_loss(X: pd.DataFrame) -> float:
-    """CV log loss of always answering the training share of fakes (what a stack must beat)."""
+    """Log loss of always answering the labelled videos' share of fakes (what a stack must beat; an
+    in-sample prior, slightly kinder than the per-fold one, so the warning errs towards silence)."""
     y = X["label"].to_numpy(dtype=float)
     return float(score(y, np.full(len(y), y.mean()))["log_loss"])
 
@@ -305,7 +329,8 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
             rows = [row for r in results for row in r.rows]
             nested_res = None
             if cfg.nested and can_nest(X):
-                nested_res = nested_selection(specs, cfg.sweep, X, cfg.inner_k, cfg.seed, cfg.n_jobs)
+                with threadpool_limits(limits=1), parallel_config(backend="loky", inner_max_num_threads=1):
+                    nested_res = nested_selection(specs, cfg.sweep, X, cfg.inner_k, cfg.seed, cfg.n_jobs)
                 rows.append(nested_comparison_row(nested_res))
                 mlflow.log_metrics({f"nested_cv_{k}": v for k, v in nested_res.metrics.items() if k != "n"})
             table = report.comparison_table(rows)
@@ -317,14 +342,10 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
                 mlflow.log_artifact(str(path))
             runs.log_sweep_summary(best, len(results), report.baselines(table))
             info = model.log_ensemble(best.ensemble, vf)
-            _, refit_scores = refit_test_scores(best, tables, cfg, X_test, y_test)
+            refit_scores = refit_test_scores(best, tables, cfg, X_test, y_test)
             if refit_scores:
                 mlflow.log_metrics(refit_scores)
-            provenance = {"oof_run_id": oof_run_id or "none", "stack_run_id": parent.info.run_id,
-                          "configuration": best.spec.name, "git_commit": git_commit(),
-                          **{k: float(v) for k, v in best.metrics.items()
-                             if k in ("cv_log_loss", "cv_auc", "test_log_loss", "test_auc")},
-                          **{k: float(v) for k, v in refit_scores.items() if k in ("refit_test_log_loss",)}}
+            provenance = detector_provenance(oof_run_id, parent.info.run_id, best, refit_scores, cfg.test_time)
             detector = package_detector(best, vf, tables, cfg, oof_output_dir(cfg, oof_run_id), provenance)
     test_scores = {k: v for k, v in best.metrics.items() if k.startswith("test_")}
     result = StackResult(table=table, best=best, results=results, video_features=vf,
@@ -448,7 +469,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> StackResult:
     args = parse_args(argv)
-    with exit_on_user_error("stack.py", (StackInputError,)):  # bad settings, a missing or unusable oof run
+    # bad settings, a missing or unusable oof run, an oof run id MLflow does not know
+    with exit_on_user_error("stack.py", (StackInputError, MlflowException)):
         cfg = build_config(StackConfig, "stack", args.profile, args.overrides)
         # set directly, not as --set strings: a run id such as "12e345" would parse as a number
         flags = {k: getattr(args, k) for k in ("oof_run_id", "oof_dir", "tracking_uri") if getattr(args, k)}

@@ -30,3 +30,24 @@ def clip(tmp_path_factory):
     writer.release()
     assert path.stat().st_size > 0
     return path
+
+
+@pytest.fixture(scope="session")
+def synth_faces(tmp_path_factory):
+    """A tiny generated corpus (6 originals, no test split) and its faces: the raw material of the
+    face-set tests, which re-lay its crops out in a face set's form. (corpus root, videos table,
+    FaceResult, metadata)."""
+    import json
+
+    from features.corpus.layouts import read_videos
+    from features.faces.config import FaceConfig
+    from features.faces.extract import extract_faces
+    from features.synth import SynthConfig, generate_corpus
+
+    tmp = tmp_path_factory.mktemp("synth_faces")
+    corpus = tmp / "corpus"
+    generate_corpus(corpus, SynthConfig.tiny(n_originals=6, n_test_originals=0), progress=False)
+    videos = read_videos([corpus])
+    faces = extract_faces(videos, FaceConfig(n_frames=3, crop_size=64, workers=1, det_prob=0.7), tmp / "cache",
+                          progress=False)
+    return corpus, videos, faces, json.loads((corpus / "metadata.json").read_text())

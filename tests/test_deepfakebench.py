@@ -14,10 +14,9 @@ import pytest
 from features.corpus.deepfakebench import read_deepfakebench
 from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.layouts import detect_layout, read_videos
+from features.corpus.options import CorpusOptions
 from features.corpus.readers import CorpusError
-from features.faces.config import FaceConfig
-from features.faces.extract import extract_faces, load_crops
-from features.synth import SynthConfig, generate_corpus
+from features.faces.extract import load_crops
 from pipelines import oof, stack
 from pipelines.config import build_config
 
@@ -70,6 +69,12 @@ def test_reader_groups_by_the_identities_in_the_names(tmp_path):
     check_folds(v, make_folds(v, FoldConfig(k=2)))
 
 
+def test_identity_links_cannot_be_dropped_here(tmp_path):
+    root = _bench(tmp_path / "dfb", BASIC)
+    with pytest.raises(CorpusError, match="would leave no group"):
+        read_videos([root], options=CorpusOptions(link_identities=False))
+
+
 def test_a_video_in_several_splits_keeps_train(tmp_path):
     root = _bench(tmp_path / "dfb", BASIC)
     data = json.loads((root / f"{DATASET}.json").read_text())
@@ -94,16 +99,11 @@ def test_bad_names_and_missing_frames(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def bench_set(tmp_path_factory):
+def bench_set(synth_faces, tmp_path_factory):
     """Generated crops in DeepfakeBench's form: original i is `00i`, its fakes `00i_1jj` (a donor
     id that is no original, so each original keeps its own group)."""
     tmp = tmp_path_factory.mktemp("dfbset")
-    corpus = tmp / "corpus"
-    generate_corpus(corpus, SynthConfig.tiny(n_originals=6, n_test_originals=0), progress=False)
-    videos = read_videos([corpus])
-    res = extract_faces(videos, FaceConfig(n_frames=3, crop_size=64, workers=1, det_prob=0.7), tmp / "cache",
-                        progress=False)
-    meta = json.loads((corpus / "metadata.json").read_text())
+    _, _, res, meta = synth_faces
     originals = sorted(v for v, m in meta.items() if m["label"] == "REAL")
     names = {o: f"{i:03d}" for i, o in enumerate(originals)}
     for j, (v, m) in enumerate(sorted((v, m) for v, m in meta.items() if m["label"] == "FAKE")):

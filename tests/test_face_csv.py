@@ -3,8 +3,6 @@ oof.py + stack.py run on a tiny set made from generated crops."""
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import pandas as pd
@@ -15,9 +13,8 @@ from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.layouts import detect_layout, read_videos
 from features.corpus.readers import CorpusError
 from features.faces.config import FaceConfig
-from features.faces.extract import extract_faces, load_crops
+from features.faces.extract import load_crops
 from features.faces.images import import_faces
-from features.synth import SynthConfig, generate_corpus
 from pipelines import oof, stack
 from pipelines.config import build_config
 
@@ -102,17 +99,12 @@ def test_import_resizes_into_the_face_cache_and_gives_every_video_a_status(tmp_p
 
 
 @pytest.fixture(scope="module")
-def crops_set(tmp_path_factory):
-    """A face-csv set made from a generated corpus: the most probable face of each train video."""
+def crops_set(synth_faces, tmp_path_factory):
+    """A face-csv set made from a generated corpus: the first face of each video."""
     tmp = tmp_path_factory.mktemp("faceset")
-    corpus = tmp / "corpus"
-    generate_corpus(corpus, SynthConfig.tiny(n_originals=6, n_test_originals=0), progress=False)
-    videos = read_videos([corpus])
-    res = extract_faces(videos, FaceConfig(n_frames=2, crop_size=64, workers=1, det_prob=0.7), tmp / "cache",
-                        progress=False)
+    _, videos, res, meta = synth_faces
     root = tmp / "faces"
     (root / IMAGE_DIR).mkdir(parents=True)
-    meta = json.loads((corpus / "metadata.json").read_text())
     lines = [HEADER]
     for vid in videos["video_id"]:
         crops = load_crops(res.crops_dir, vid)

@@ -178,9 +178,10 @@ def test_user_mistakes_exit_2_with_one_message(trained, tmp_path, capsys):
     base = ["--tracking-uri", uri, "--out", str(tmp_path / "p.csv"), "--set", f"cache_dir={tmp_path / 'faces'}"]
     for argv in ([str(tmp_path / "empty"), "--model", result.detector_uri],  # a folder without videos
                  [str(root), "--model", "models:/no-such-model/7"],  # a model that is not there
-                 [str(root), "--set", "thresold=0.3"]):  # a misspelt setting
+                 [str(root), "--set", "thresold=0.3"],  # a misspelt setting
+                 [str(root), "--model", result.detector_uri, "--out", str(tmp_path / "p.parquet")]):
         with pytest.raises(SystemExit) as err:
-            predict.main(argv + base)
+            predict.main(base + argv)  # argv last: its --out wins
         assert err.value.code == 2
         assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()

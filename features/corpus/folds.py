@@ -28,6 +28,11 @@ class FoldError(ValueError):
     """Folds cannot be made from this videos table (e.g. fewer groups than folds)."""
 
 
+class LeakError(FoldError, AssertionError):
+    """The folds or splits would leak (a group on two sides). An AssertionError, as every leak check
+    is, and a FoldError, so the pipelines end with its message and exit status 2."""
+
+
 @dataclass
 class FoldConfig:
     """How labelled training videos are split: k grouped, stratified folds, shuffled by seed."""
@@ -185,7 +190,9 @@ def _check_held_out_groups(table: pd.DataFrame) -> None:
         mates = table.loc[trained & table["group"].eq(group).to_numpy(), "video_id"]
         details.append(f"group {group}: test/unlabelled {list(rows['video_id'])[:MAX_IDS_PER_GROUP]} "
                        f"with training {list(mates)[:MAX_IDS_PER_GROUP]}")
-    raise AssertionError(
+    raise LeakError(
         f"{held_out['group'].nunique()} group(s) mix fold-assigned training videos with "
         f"test/unlabelled videos, so the test score would be optimistic (e.g. a test fake whose "
-        f"original is trained on); keep each group on one side: {'; '.join(details)}")
+        f"original is trained on); keep each group on one side: {'; '.join(details)}. An official "
+        "split that shares people between its sides runs with --set corpus.link_identities=false "
+        "(only fake -- original links)")

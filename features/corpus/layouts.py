@@ -28,6 +28,7 @@ from features.corpus.options import CorpusOptions
 from features.corpus.readers import CorpusError, check_roots, listing, read_corpora
 
 AUTO = "auto"
+NAMES_ONLY = ("deepfakebench",)  # layouts whose groups come from identity links alone
 LAYOUTS: Registry[Callable[..., pd.DataFrame]] = Registry("corpus layout")
 
 
@@ -74,9 +75,13 @@ def read_videos(roots: Sequence[str | Path], layout: str = AUTO, on_missing: str
     except KeyError as err:
         raise CorpusError(err.args[0]) from None
     options = options or CorpusOptions()
+    if not options.link_identities and layout in NAMES_ONLY:
+        raise CorpusError(f"layout {layout}: corpus.link_identities=false would leave no group at all (its "
+                          "videos name no originals; the identities in the names are its only links)")
     videos = reader(roots, on_missing=on_missing, link_parts=link_parts, options=options)
     if not options.link_identities:  # only video -- original (and part) edges, as official splits assume
-        videos["group"] = connected_groups(videos.assign(links=pd.NA), link_parts=link_parts)
+        videos["links"] = pd.array([pd.NA] * len(videos), dtype="string")
+        videos["group"] = connected_groups(videos, link_parts=link_parts)
     return videos
 
 

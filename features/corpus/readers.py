@@ -20,12 +20,14 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from features.common import ConfigError
 from features.corpus.folds import TEST_SPLIT, connected_groups
 
 METADATA_NAME = "metadata.json"
 TEST_LABELS_NAME = "test_labels.csv"  # the embedded corpus's answer file: filename,label (0/1)
 DFDC_TEST_LABELS_NAME = "labels.csv"  # the DFDC full release's test/labels.csv, in the same form
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+                              ".ts", ".3gp"})
 LABEL_CODES = {"REAL": 0, "FAKE": 1}
 FAKE = LABEL_CODES["FAKE"]
 REAL = LABEL_CODES["REAL"]
@@ -214,7 +216,7 @@ def _mark_missing(rows: list[dict[str, Any]], on_missing: str) -> None:
 
 def check_on_missing(on_missing: str) -> None:
     if on_missing not in ON_MISSING_CHOICES:
-        raise ValueError(f"on_missing={on_missing!r}; valid: {', '.join(ON_MISSING_CHOICES)}")
+        raise ConfigError(f"on_missing={on_missing!r}; valid: {', '.join(ON_MISSING_CHOICES)}")
 
 
 def raise_missing(rows: list[dict[str, Any]], on_missing: str) -> None:
@@ -280,13 +282,17 @@ def read_test_labels(root: str | Path) -> pd.DataFrame:
     found = [Path(root) / name for name in (TEST_LABELS_NAME, DFDC_TEST_LABELS_NAME) if (Path(root) / name).exists()]
     if len(found) > 1:
         raise CorpusError(f"{root}: both {TEST_LABELS_NAME} and {DFDC_TEST_LABELS_NAME}; keep one answer file")
-    path = found[0] if found else Path(root) / TEST_LABELS_NAME
-    empty = pd.DataFrame({"video_id": pd.Series(dtype="string"), "label": pd.Series(dtype="Int8")})
-    if not path.exists():
-        return empty
+    if not found:
+        return pd.DataFrame({"video_id": pd.Series(dtype="string"), "label": pd.Series(dtype="Int8")})
+    return read_labels_file(found[0])
+
+
+def read_labels_file(path: str | Path) -> pd.DataFrame:
+    """A `filename,label` CSV (1 = FAKE) as (video_id, label Int8); a bad one names the file."""
+    path = Path(path)
     try:
         table = pd.read_csv(path, dtype={"filename": "string"})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise CorpusError(f"{path}: cannot be read as CSV ({err})") from None
     missing = sorted({"filename", "label"} - set(table.columns))
     if missing:

@@ -36,7 +36,7 @@ GIVEN_DET_PROB = 1.0  # the image is the face
 def cache_fields(cfg: FaceConfig) -> dict:
     """What decides the imported crops (load_crops reads crop_format and crop_size back)."""
     return {"source": SOURCE, "crop_size": cfg.crop_size, "crop_format": cfg.crop_format,
-            "cache_version": CACHE_VERSION}
+            "n_frames": cfg.n_frames, "cache_version": CACHE_VERSION}
 
 
 def _frame_files(path: Path, n_frames: int) -> list[Path]:

@@ -49,7 +49,7 @@ def seed_configs(seed: int, profile: str, oof_overrides: list[str], stack_overri
                          "would ignore it (drop the data override)")
     oof_cfg = replace(oof_cfg, workdir=str(workdir), tracking_uri=tracking_uri, progress=False)
     stack_cfg = build_config(stack.StackConfig, "stack", profile, stack_overrides)
-    stack_cfg = replace(stack_cfg, tracking_uri=tracking_uri,
+    stack_cfg = replace(stack_cfg, tracking_uri=tracking_uri, registry_name="",  # no registry version per seed
                         output_dir=str(workdir / BENCH_DIR / f"seed_{seed}"))
     return oof_cfg, stack_cfg
 

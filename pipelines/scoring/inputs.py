@@ -17,15 +17,18 @@ from typing import Iterable
 
 import pandas as pd
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-                    ".ts", ".3gp")
+from features.corpus.readers import VIDEO_EXTENSIONS
+
 ALLOWED_ROOTS_ENV = "FAKESTACK_ALLOWED_ROOTS"  # os.pathsep-separated folders paths must lie in
 PRECHECK_STATUSES = ("missing_file", "not_a_video", "not_allowed")
 INPUT_COLUMNS = ["filename", "path", "status", "message"]
-# container signatures (offset, bytes): enough to tell a video file from text, images or nothing
-MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (0, b"RIFF"), (0, b"\x00\x00\x01\xba"),
-         (0, b"\x00\x00\x01\xb3"), (0, b"FLV"), (0, b"\x30\x26\xb2\x75"), (0, b"\x47"))
-MAGIC_BYTES = 12
+# container signatures, each a set of (offset, bytes) that must all hold: enough to tell a video
+# file from text, images, audio or nothing (MP4/MOV, Matroska/WebM, AVI, MPEG-PS, FLV, ASF, MPEG-TS)
+TS_PACKET = 188  # MPEG-TS: a sync byte every 188 bytes
+MAGIC = (((4, b"ftyp"),), ((0, b"\x1a\x45\xdf\xa3"),), ((0, b"RIFF"), (8, b"AVI ")),
+         ((0, b"\x00\x00\x01\xba"),), ((0, b"\x00\x00\x01\xb3"),), ((0, b"FLV"),),
+         ((0, b"\x30\x26\xb2\x75"),), ((0, b"\x47"), (TS_PACKET, b"\x47")))
+MAGIC_BYTES = TS_PACKET + 1
 
 
 def _row(filename: str, path: str, status: str | None = None, message: str = "") -> dict:
@@ -40,7 +43,7 @@ def is_video_name(path: Path) -> bool:
 
 def looks_like_video(head: bytes) -> bool:
     """True when the first bytes carry a known video container signature."""
-    return any(head[off:off + len(sig)] == sig for off, sig in MAGIC)
+    return any(all(head[off:off + len(sig)] == sig for off, sig in parts) for parts in MAGIC)
 
 
 def collect_paths(paths: Iterable[str]) -> pd.DataFrame:
@@ -52,7 +55,7 @@ def collect_paths(paths: Iterable[str]) -> pd.DataFrame:
             found = sorted(f for f in p.rglob("*") if f.is_file() and is_video_name(f))
             if not found:
                 raise FileNotFoundError(f"{given}: a folder without video files "
-                                        f"({', '.join(VIDEO_EXTENSIONS)})")
+                                        f"({', '.join(sorted(VIDEO_EXTENSIONS))})")
             rows += [check_file(f) for f in found]
         else:
             rows.append(check_file(p))
@@ -73,7 +76,7 @@ def check_file(path: Path, allowed_roots: list[Path] | None = None) -> dict:
         head = fh.read(MAGIC_BYTES)
     if not is_video_name(path) and not looks_like_video(head):
         return _row(name, shown, "not_a_video",
-                    f"{shown}: neither a video extension ({', '.join(VIDEO_EXTENSIONS)}) nor a video container")
+                    f"{shown}: neither a video extension ({', '.join(sorted(VIDEO_EXTENSIONS))}) nor a video container")
     return _row(name, str(path.resolve()))
 
 

@@ -2,7 +2,8 @@
 
 Artifacts: `detector/detector.json` (pipelines.scoring.detector.DetectorSpec: the face stage's and
 aggregation's settings as used for training, each learner's config and train config) and
-`detector/units/<learner>/fold<k>/model.pt` (the fold models' state dicts). The fitted level-1
+`detector/units/<learner>/fold<k>/model.pt` (the fold models' state dicts; `refit/` instead for the
+one model per learner refit on every labelled video). The fitted level-1
 ensemble travels inside the pickled python model. `predict` takes a DataFrame with a `path`
 column or a `video` column of base64 file bytes (optionally `filename`) and returns one row per
 input: filename, path, p_fake, label, status, message, n_faces, n_frames, score_<learner>.
@@ -50,15 +51,17 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
     def __init__(self, ensemble):
         self.ensemble = ensemble
         self.detector: Detector | None = None
+        self.threshold = DEFAULT_THRESHOLD
 
     def load_context(self, context) -> None:
+        self.threshold = _threshold_from_env()
         folder = Path(context.artifacts[ARTIFACT_KEY])
         spec = spec_from_dict(json.loads((folder / SPEC_FILE).read_text()))
         self.detector = Detector(spec, self.ensemble, folder / UNITS_DIR, device=os.environ.get(DEVICE_ENV))
         self.detector.load_all()
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        threshold = float(os.environ.get(THRESHOLD_ENV, DEFAULT_THRESHOLD))
+        threshold = self.threshold
         with tempfile.TemporaryDirectory(prefix="fakestack-upload-") as tmp:
             try:
                 rows, as_bytes = request_rows(pd.DataFrame(model_input), Path(tmp))
@@ -67,6 +70,18 @@ class DetectorModel(mlflow.pyfunc.PythonModel):
             out = self.detector.score(rows, threshold=threshold)
         out.loc[as_bytes, "path"] = ""  # a temporary upload file means nothing to the client
         return out
+
+
+def _threshold_from_env() -> float:
+    """FAKESTACK_THRESHOLD, checked once when the model loads (a bad value stops the server at start)."""
+    raw = os.environ.get(THRESHOLD_ENV, str(DEFAULT_THRESHOLD))
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{THRESHOLD_ENV}={raw!r} is not a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{THRESHOLD_ENV}={raw!r} is not a number between 0 and 1")
+    return value
 
 
 def write_artifacts(folder: Path, spec: DetectorSpec, unit_dirs: dict[tuple[str, int], Path]) -> Path:

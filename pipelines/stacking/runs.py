@@ -23,6 +23,7 @@ STAGE = "stack"
 OOF_RUN_TAG = "fakestack.oof_run_id"
 KIND_TAG = "fakestack.kind"  # sweep | config | baseline
 BEST_TAG = "fakestack.best"
+DETECTOR_TAG = "fakestack.detector"  # on the sweep run: the packaged detector's model URI
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value (longer ones are cut with a marker)
 
 
