@@ -12,8 +12,8 @@ from mlflow.tracking import MlflowClient
 from features.corpus.layouts import read_videos, with_test_corpora
 from features.corpus.readers import CorpusError
 from features.synth import SynthConfig, generate_corpus
-from pipelines import oof, stack
-from pipelines.config import build_config
+from pipelines import stack
+from tiny_runs import tiny_oof, tiny_stack
 from pipelines.stacking.breakdown import BY_CORPUS, BY_METHOD, breakdown_table, format_breakdown
 
 
@@ -40,20 +40,10 @@ def test_test_corpora_join_as_test_videos_only(corpora):
 def test_cross_dataset_run_reports_per_corpus(corpora, tmp_path):
     a, b = corpora
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ocfg = build_config(oof.OOFConfig, "oof", "demo", [
-        "folds.k=2", "select=[meso4]", "learners.meso4.input_size=32", "faces.n_frames=4",
-        "faces.crop_size=48", "faces.workers=1", "train.epochs=2", "train.batch_size=16", "unit_workers=1",
-        "progress=false"])
-    ocfg = oof.dataclasses.replace(ocfg, data=[str(a)], test_data=[str(b)], workdir=str(tmp_path / "w"),
-                                   tracking_uri=uri)
-    run = oof.run(ocfg, profile="test")
+    run = tiny_oof([a], tmp_path / "w", uri, ("faces.n_frames=4", "faces.workers=1"), test_data=[b])
     videos = pd.read_parquet(run.output_dir / "videos.parquet")
     n_test = int((videos["part"] == b.name).sum())
-    scfg = build_config(stack.StackConfig, "stack", "demo", [
-        "sweep.metas=[logreg]", "sweep.calibrations=[none]", "sweep.leave_one_out=false", "n_jobs=1",
-        "plots=false", "inner_k=2", "nested=false", "registry_name="])
-    res = stack.run(stack.replace(scfg, oof_run_id=run.run_id, tracking_uri=uri, output_dir=str(tmp_path / "s")),
-                    progress=False)
+    res = tiny_stack(run, tmp_path / "s", uri, ("nested=false",))
     assert len(res.submission) == n_test
     table = pd.read_csv(tmp_path / "s" / "test_breakdown.csv")
     mine = table[(table["by"] == BY_CORPUS) & (table["config"] == res.best.spec.name)]
@@ -62,7 +52,7 @@ def test_cross_dataset_run_reports_per_corpus(corpora, tmp_path):
     mlflow.set_tracking_uri(uri)
     metrics = MlflowClient().get_run(res.sweep_run_id).data.metrics
     assert metrics[f"test_corpus_{b.name}_log_loss"] == pytest.approx(mine["log_loss"].iloc[0])
-    assert "per corpus and method" in stack.summary(res, scfg, 1.0)
+    assert "per corpus and method" in stack.summary(res, stack.StackConfig(nested=False), 1.0)
 
 
 def test_breakdown_per_method():

@@ -17,8 +17,7 @@ from features.corpus.layouts import detect_layout, read_videos
 from features.corpus.options import CorpusOptions
 from features.corpus.readers import CorpusError
 from features.faces.extract import load_crops
-from pipelines import oof, stack
-from pipelines.config import build_config
+from tiny_runs import tiny_oof, tiny_stack
 
 DATASET = "FaceForensics++"
 FRAMES_PER_VIDEO = 3
@@ -123,19 +122,11 @@ def bench_set(synth_faces, tmp_path_factory):
 def test_bench_set_runs_through_oof_and_stack(bench_set, tmp_path):
     root, n_videos = bench_set
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ocfg = build_config(oof.OOFConfig, "oof", "demo", [
-        "folds.k=2", "select=[meso4]", "learners.meso4.input_size=32", "faces.crop_size=48", "faces.n_frames=2",
-        "train.epochs=2", "train.batch_size=16", "unit_workers=1", "on_missing=status", "progress=false"])
-    ocfg = oof.dataclasses.replace(ocfg, data=[str(root)], workdir=str(tmp_path / "work"), tracking_uri=uri)
-    run = oof.run(ocfg, profile="test")
+    run = tiny_oof([root], tmp_path / "work", uri, ("faces.n_frames=2", "on_missing=status"))
     faces = pd.read_parquet(run.output_dir / "faces.parquet")
     assert faces.groupby("video_id")["frame_idx"].nunique().max() == 2  # n_frames of each frame folder
     assert len(pd.read_parquet(run.output_dir / "face_status.parquet")) == n_videos
-    scfg = build_config(stack.StackConfig, "stack", "demo", [
-        "sweep.metas=[logreg]", "sweep.calibrations=[none]", "sweep.leave_one_out=false", "n_jobs=1",
-        "plots=false", "inner_k=2", "registry_name="])
-    res = stack.run(stack.replace(scfg, oof_run_id=run.run_id, tracking_uri=uri, output_dir=str(tmp_path / "s")),
-                    progress=False)
+    res = tiny_stack(run, tmp_path / "s", uri)
     assert len(res.video_features) == n_videos and np.isfinite(res.best.metrics["cv_log_loss"])
 
 
@@ -145,17 +136,9 @@ def test_cross_dataset_onto_a_face_set_reports_per_method(bench_set, tmp_path):
     other = _bench(tmp_path / "other_set", {"010": ("FF-real", "train"), "011": ("FF-real", "train"),
                                             "010_011": ("FF-DF", "train"), "012_013": ("FF-FS", "train")})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ocfg = build_config(oof.OOFConfig, "oof", "demo", [
-        "folds.k=2", "select=[meso4]", "learners.meso4.input_size=32", "faces.crop_size=48", "faces.n_frames=2",
-        "train.epochs=1", "train.batch_size=16", "unit_workers=1", "on_missing=status", "progress=false"])
-    ocfg = oof.dataclasses.replace(ocfg, data=[str(root)], test_data=[str(other)], workdir=str(tmp_path / "w"),
-                                   tracking_uri=uri)
-    run = oof.run(ocfg, profile="test")
-    scfg = build_config(stack.StackConfig, "stack", "demo", [
-        "sweep.metas=[logreg]", "sweep.calibrations=[none]", "sweep.leave_one_out=false", "n_jobs=1",
-        "plots=false", "inner_k=2", "nested=false", "registry_name="])
-    res = stack.run(stack.replace(scfg, oof_run_id=run.run_id, tracking_uri=uri, output_dir=str(tmp_path / "s")),
-                    progress=False)
+    run = tiny_oof([root], tmp_path / "w", uri, ("faces.n_frames=2", "train.epochs=1", "on_missing=status"),
+                   test_data=[other])
+    res = tiny_stack(run, tmp_path / "s", uri, ("nested=false",))
     table = res.test_breakdown[res.test_breakdown["config"] == res.best.spec.name]
     assert set(table.loc[table["by"] == "method", "value"]) == {"FF-real", "FF-DF", "FF-FS"}
     assert set(table.loc[table["by"] == "corpus", "value"]) == {"other_set"}

@@ -15,8 +15,7 @@ from features.corpus.readers import CorpusError
 from features.faces.config import FaceConfig
 from features.faces.extract import load_crops
 from features.faces.images import import_faces
-from pipelines import oof, stack
-from pipelines.config import build_config
+from tiny_runs import tiny_oof, tiny_stack
 
 HEADER = "videoname,original_width,original_height,label,original\n"
 IMAGE_DIR = "faces_224"
@@ -118,19 +117,11 @@ def crops_set(synth_faces, tmp_path_factory):
 def test_face_set_runs_through_oof_and_stack(crops_set, tmp_path):
     root, n_videos = crops_set
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    ocfg = build_config(oof.OOFConfig, "oof", "demo", [
-        "folds.k=2", "select=[meso4]", "learners.meso4.input_size=32", "faces.crop_size=48",
-        "train.epochs=2", "train.batch_size=16", "unit_workers=1", "on_missing=status", "progress=false"])
-    ocfg = oof.dataclasses.replace(ocfg, data=[str(root)], workdir=str(tmp_path / "work"), tracking_uri=uri)
-    run = oof.run(ocfg, profile="test")
+    run = tiny_oof([root], tmp_path / "work", uri, ("on_missing=status",))
     status = pd.read_parquet(run.output_dir / "face_status.parquet")
     assert len(status) == n_videos and set(status["status"]) <= {"ok", "missing_file"}
     assert (run.frame_preds["frame_idx"] == 0).all()
-    scfg = build_config(stack.StackConfig, "stack", "demo", [
-        "sweep.metas=[logreg]", "sweep.calibrations=[none]", "sweep.leave_one_out=false", "n_jobs=1",
-        "plots=false", "inner_k=2", "registry_name="])
-    res = stack.run(stack.replace(scfg, oof_run_id=run.run_id, tracking_uri=uri, output_dir=str(tmp_path / "s")),
-                    progress=False)
+    res = tiny_stack(run, tmp_path / "s", uri)
     assert len(res.video_features) == n_videos and np.isfinite(res.best.metrics["cv_log_loss"])
 
 
