@@ -42,7 +42,7 @@ from pipelines.scoring import package
 from pipelines.scoring.detector import TEST_TIMES
 from pipelines.stacking import breakdown, model, report, runs
 from pipelines.stacking.nested import MIN_FOLDS, NestedResult, can_nest, nested_selection
-from pipelines.stacking.nested import comparison_row as nested_comparison_row  # noqa: I001 (a name per use)
+from pipelines.stacking.nested import comparison_row as nested_comparison_row
 from pipelines.stacking.sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
 from pipelines.tracking import (MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking,
                                 ui_hint)
