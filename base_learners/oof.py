@@ -11,8 +11,12 @@ key). They are written atomically, checkpoint first and metrics.json last, so a 
 metrics.json is a finished unit: on rerun it is loaded, not trained. Unit seeds derive from
 (global seed, learner, fold), so the order of units and interruptions do not change any result.
 
+Crops: any array-like of (N, S, S, 3) uint8 aligned to the frames rows; the pipeline passes a
+features.faces.source.CropSource, which reads each crop from the face cache when a batch needs it,
+so no process holds the corpus's pixels (an ndarray works the same, for small sets and tests).
+
 Parallel (`workers` > 1, CPU): units train in single-process workers (features.faces.pool), each with the
-frames and crops sent once. Small CPU models gain little from a second torch thread and almost 2x
+frames and the crop source (rows, not pixels) sent once. Small CPU models gain little from a second torch thread and almost 2x
 from a second process. Results do not depend on the worker count as long as the torch thread count
 of training is fixed (TrainConfig.num_threads, part of the unit key).
 
@@ -43,13 +47,16 @@ from features.common import (
     ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict,
     to_dict,
 )
-from features.faces.pool import n_workers, process_map
+from features.engine import LOCAL_ENGINE, Engine, Resources
+from features.faces.pool import n_workers
+from features.faces.source import CropSource
 
 FACE_KEY = ["video_id", "frame_idx", "face_idx"]
 FRAME_PREDS_COLUMNS = ["video_id", "frame_idx", "face_idx", "learner", "fold", "logit", "prob"]
 UNIT_FILES = ("model.pt", "preds.parquet", "metrics.json")  # written in this order; the last marks done
 SEED_MODULUS = 2**31 - 1  # unit seeds must fit torch/numpy seed ranges
 ROLE_OOF, ROLE_TEST = "oof", "test"
+Crops = np.ndarray | CropSource  # (N, S, S, 3) uint8 aligned to the frames rows
 REFIT_FOLD = -1  # the unit "fold" of a learner's model refit on every labelled video (no held-out fold)
 
 
@@ -64,6 +71,11 @@ class Unit:
     seed: int
     key: str
     dir: Path
+
+    @property
+    def label(self) -> str:
+        """`learner/fold<k>`: how progress bars and a Ray task list name the unit."""
+        return f"{self.learner}/{unit_name(self.fold)}"
 
 
 @dataclass
@@ -125,27 +137,6 @@ def frames_table(faces: pd.DataFrame, videos: pd.DataFrame, folds: pd.DataFrame)
     if frames.duplicated(FACE_KEY).any():
         raise ValueError("faces table has duplicate (video_id, frame_idx, face_idx) rows")
     return frames.sort_values(FACE_KEY, kind="stable").reset_index(drop=True)
-
-
-def gather_crops(frames: pd.DataFrame, crops_dir: Path, load: Callable[[Path, str], np.ndarray]) -> np.ndarray:
-    """All crops stacked in `frames` row order (the face cache stores one array per video).
-
-    Held in memory: fine for the embedded corpus and a few hundred videos at 380 px; a DFDC-scale
-    corpus would need a lazy (memory-mapped) crop source instead.
-    """
-    crop_idx = frames["crop_idx"].to_numpy()
-    out = None
-    for video_id, rows in frames.groupby("video_id", sort=False).indices.items():
-        crops = load(crops_dir, video_id)
-        idx = crop_idx[rows]
-        if idx.max() >= len(crops):
-            raise ValueError(f"{crops_dir}: crops of {video_id!r} have {len(crops)} rows, faces table wants {idx.max() + 1}")
-        if out is None:
-            out = np.empty((len(frames),) + crops.shape[1:], dtype=crops.dtype)
-        out[rows] = crops[idx]
-    if out is None:
-        raise ValueError("no faces at all: nothing to train on (see the face_status table)")
-    return out
 
 
 def merge_train_config(base: TrainConfig, override: dict[str, Any] | None, where: str) -> TrainConfig:
@@ -279,7 +270,7 @@ def _unit_preds(frames: pd.DataFrame, rows: np.ndarray, logits: np.ndarray, role
 def train_unit(
     unit: Unit,
     frames: pd.DataFrame,
-    crops: np.ndarray,
+    crops: Crops,
     lcfg: LearnerConfig,
     tcfg: TrainConfig,
     hooks: UnitHooks,
@@ -405,11 +396,19 @@ def _train_in_worker(unit: Unit) -> UnitResult:
                       w["train_cfgs"][unit.learner], _NoHooks(), progress=False)
 
 
-def _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress) -> Iterator[UnitResult]:
+def unit_resources(tcfg: TrainConfig, engine: Engine) -> Resources:
+    """A GPU (and the DataLoader workers' cores) for a CUDA unit; its torch threads' cores otherwise."""
+    if engine.wants_gpu(tcfg.device):
+        return Resources(num_cpus=max(1, tcfg.num_workers), num_gpus=1.0)
+    return Resources(num_cpus=tcfg.num_threads or 1)
+
+
+def _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress,
+                 engine: Engine) -> Iterator[UnitResult]:
     """Train `todo`, yielding each result after its hooks saw it: live per epoch in this process,
-    after the fact (`on_done` only) for units trained by a pool."""
+    after the fact (`on_done` only) for units trained by a pool or a cluster."""
     workers = n_workers(workers, len(todo))
-    if workers == 1:
+    if workers == 1 and not engine.distributed:
         for unit in todo:
             with unit_scope(unit) as hooks:
                 result = train_unit(unit, frames, crops, learners[unit.learner], train_cfgs[unit.learner],
@@ -418,8 +417,9 @@ def _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers,
             yield result
         return
     initargs = (frames, crops, learners, train_cfgs)
-    for result in process_map(_train_in_worker, [(u,) for u in todo], workers, _init_unit_worker,
-                              initargs, PRELOAD):
+    resources = [unit_resources(train_cfgs[u.learner], engine) for u in todo] if engine.distributed else None
+    for result in engine.map(_train_in_worker, [(u,) for u in todo], workers, _init_unit_worker, initargs,
+                             PRELOAD, resources):
         with unit_scope(result.unit) as hooks:
             hooks.on_done(result)
         yield result
@@ -427,7 +427,7 @@ def _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers,
 
 def run_oof(
     frames: pd.DataFrame,
-    crops: np.ndarray,
+    crops: Crops,
     learners: dict[str, LearnerConfig],
     train_cfgs: dict[str, TrainConfig],
     units_dir: Path,
@@ -436,12 +436,14 @@ def run_oof(
     progress: bool = True,
     workers: int = 1,
     refit: bool = False,
+    engine: Engine = LOCAL_ENGINE,
 ) -> OOFResult:
     """Run (or load) every learner x fold unit and combine them into the checked frame_preds table.
 
-    `frames` comes from `frames_table` and `crops` is aligned to its rows (`gather_crops`);
+    `frames` comes from `frames_table` and `crops` is aligned to its rows (a CropSource of it);
     `train_cfgs` has one TrainConfig per learner (per-learner overrides already applied);
-    `workers` processes train units (1: in this process; 0: one per core).
+    `workers` processes train units (1: in this process; 0: one per core); `engine` decides where
+    (features.engine: the local pool, or one Ray task per unit, a GPU requested for CUDA units).
 
     `refit`: instead one model per learner refit on every labelled video (the test-time
     alternative to the k fold models: 1/k of the level-0 cost per scored video); frame_preds then
@@ -466,9 +468,10 @@ def run_oof(
             hooks.on_done(result)
         done[unit] = result
         bar.update()
-    for result in _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress):
+    for result in _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress,
+                               engine):
         done[result.unit] = result
-        bar.set_postfix_str(f"{result.unit.learner} {unit_name(result.unit.fold)} done")
+        bar.set_postfix_str(f"{result.unit.label} done")
         bar.update()
     bar.close()
     results = [done[unit] for unit in units]

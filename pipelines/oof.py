@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from base_learners.oof import (
-    OOFResult, Unit, UnitResult, frames_table, gather_crops, merge_train_config,
+    OOFResult, Unit, UnitResult, frames_table, merge_train_config,
     prior_log_loss, run_oof, score_preds, unit_name, units_table,
 )
 from base_learners.registry import LEARNERS, LearnerConfig, build_learner
@@ -38,9 +38,11 @@ from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.layouts import AUTO, read_videos, with_test_corpora
 from features.corpus.options import CorpusOptions
+from features.engine import LOCAL_ENGINE, Engine, check_engine
 from features.faces.config import FaceConfig
-from features.faces.extract import FaceResult, extract_faces, load_crops
+from features.faces.extract import FaceResult, extract_faces
 from features.faces.images import import_faces
+from features.faces.source import CropSource
 from features.synth import SynthConfig, generate_corpus
 from features.synth.corpus import corpus_key
 from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error
@@ -53,6 +55,7 @@ TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "re
 SUMMARY_METRICS = ("frame_log_loss", "video_log_loss", "video_auc")
 PRIOR_ROW = "constant prior"
 EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
+ENGINE_FIELDS = ("engine", "ray_address")  # where work runs, never what it computes (features.engine)
 THROUGHPUT_NAN = {"train_faces_per_s": float("nan"), "predict_faces_per_s": float("nan")}
 
 
@@ -79,6 +82,8 @@ class OOFConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     train_overrides: dict[str, dict] = field(default_factory=dict)  # learner -> partial TrainConfig
     unit_workers: int = 1  # processes training learner x fold units (0: one per core; CPU only)
+    engine: str = "local"  # features.engine: local (a process pool here) | ray (tasks on a Ray cluster)
+    ray_address: str | None = None  # engine=ray: the cluster to join (None: RAY_ADDRESS, else a local Ray)
     refit: bool = False  # also one model per learner on every labelled video (a test-time choice; README)
     workdir: str | None = None  # corpus, face cache, units, outputs; None: WORK_DIR (repo/.fakestack)
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
@@ -129,7 +134,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 def run_key(cfg: OOFConfig) -> str:
     """Names the output folder: the config minus settings that do not change results."""
     d = to_dict(cfg)
-    for k in ("tracking_uri", "progress", "workdir", "unit_workers"):
+    for k in ("tracking_uri", "progress", "workdir", "unit_workers", *ENGINE_FIELDS):
         d.pop(k)
     return config_hash(d)
 
@@ -154,11 +159,19 @@ def check_pretrained(learners: dict[str, LearnerConfig]) -> None:
             build_learner(lcfg)
 
 
-def face_stage(videos: pd.DataFrame, cfg: OOFConfig, workdir: Path) -> FaceResult:
+def face_stage(videos: pd.DataFrame, cfg: OOFConfig, workdir: Path, engine: Engine = LOCAL_ENGINE) -> FaceResult:
     """Faces of every video: detected in video files, or imported where the corpus ships face images."""
     if (videos["media"] == MEDIA_FACES).all():
-        return import_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress)
-    return extract_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress)
+        return import_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress, engine=engine)
+    return extract_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress, engine=engine)
+
+
+def build_engine(cfg: OOFConfig, workdir: Path) -> Engine:
+    """The engine of `cfg`, started (a Ray engine connects and checks the workdir is shared)."""
+    check_engine(cfg.engine)
+    engine = Engine(cfg.engine, cfg.ray_address, workdir)
+    engine.start()
+    return engine
 
 
 @contextmanager
@@ -275,6 +288,7 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
     check_pretrained(learners)
     workdir = Path(cfg.workdir) if cfg.workdir else WORK_DIR
     out = workdir / "oof" / run_key(cfg)
+    engine = build_engine(cfg, workdir)  # before any work: a wrong ray_address fails in seconds
     setup_tracking(OOF_EXPERIMENT, cfg.tracking_uri, mlflow_dir)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -295,17 +309,17 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             check_folds(videos, folds)
         _log_corpus(videos, roots)
         with _timed(timings, "faces"):
-            faces = face_stage(videos, cfg, workdir)
+            faces = face_stage(videos, cfg, workdir, engine)
             frames = frames_table(faces.faces, videos, folds)
-            crops = gather_crops(frames, faces.crops_dir, load_crops)
+            crops = CropSource.from_table(frames, faces.crops_dir)  # rows only: read per batch
         with _timed(timings, "units"):
             result: OOFResult = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units",
                                         faces.crops_dir.name, _mlflow_unit_scope, cfg.progress,
-                                        cfg.unit_workers)
+                                        cfg.unit_workers, engine=engine)
             refit = OOFResult(result.frame_preds.iloc[:0])
             if cfg.refit:
                 refit = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units", faces.crops_dir.name,
-                                _mlflow_unit_scope, cfg.progress, cfg.unit_workers, refit=True)
+                                _mlflow_unit_scope, cfg.progress, cfg.unit_workers, refit=True, engine=engine)
         for name in learners:
             timings[f"learner_{name}"] = sum(r.seconds for r in result.units + refit.units
                                              if r.unit.learner == name)
@@ -348,6 +362,7 @@ def parse_config(argv: list[str] | None = None) -> tuple[OOFConfig, str]:
     try:
         cfg = build_config(OOFConfig, PIPELINE, args.profile, args.overrides)
         active_learners(cfg)
+        check_engine(cfg.engine)
     except (ConfigError, ValueError, TypeError) as err:  # unknown keys, bad values, missing fields
         parser.error(f"config: {err}")
     given = {"data": args.data, "test_data": args.test_data, "workdir": args.workdir,

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from base_learners.oof import (
-    FACE_KEY, UNIT_FILES, OOFIntegrityError, check_oof, frames_table, gather_crops, load_unit_model,
+    FACE_KEY, UNIT_FILES, OOFIntegrityError, check_oof, frames_table, load_unit_model,
     merge_train_config, plan_units, run_oof, unit_seed,
 )
 from base_learners.registry import LearnerConfig
@@ -187,16 +187,6 @@ def test_changed_inputs_or_config_change_the_unit_keys(data):
     keys = [{u.key for u in units} for units in (base, lr, lab, crops)]
     assert all(not keys[0] & other for other in keys[1:])
     assert len({u.seed for u in base}) == len(base) and base[0].seed == unit_seed(TRAIN.seed, "meso4", 0)
-
-
-def test_gather_crops_follows_crop_idx(data):
-    frames, _ = data
-    shuffled = frames.assign(crop_idx=frames.groupby("video_id")["crop_idx"].transform(lambda s: s[::-1].to_numpy()))
-    store = {v: np.arange(N_FRAMES, dtype=np.uint8)[:, None, None, None] + np.full((N_FRAMES, 2, 2, 3), 10 * i, np.uint8)
-             for i, v in enumerate(frames["video_id"].unique())}
-    out = gather_crops(shuffled, Path("x"), lambda _, vid: store[vid])
-    for row, (vid, idx) in enumerate(zip(shuffled["video_id"], shuffled["crop_idx"])):
-        assert (out[row] == store[vid][idx]).all()
 
 
 def test_merge_train_config_rejects_unknown_keys():

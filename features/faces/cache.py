@@ -29,6 +29,7 @@ available (`crop_format: jpg`) for large crops on a small disk.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -66,11 +67,14 @@ def faces_path(crops_dir: Path, video_id: str) -> Path:
 # ---- crop formats -------------------------------------------------------------------------------
 
 class CropStore:
-    """How one video's crops are written and read back."""
+    """How one video's crops are written and read back: all at once (`read`), or one crop at a time
+    (`locate` once per video, then `read_at`), which is how training reads them (features.faces.source)."""
 
     def __init__(self, suffix: str, write: Callable[[Path, np.ndarray], None],
-                 read: Callable[[Path, int], np.ndarray]):
+                 read: Callable[[Path, int], np.ndarray], locate: Callable[[Path, int], tuple[int, int]],
+                 read_at: Callable[[Path, int, int, int], np.ndarray]):
         self.suffix, self._write, self._read = suffix, write, read
+        self.locate, self.read_at = locate, read_at
 
     def path(self, crops_dir: Path, video_id: str) -> Path:
         return crops_dir / f"{video_name(video_id)}{self.suffix}"
@@ -99,7 +103,7 @@ def _write_jpg(path: Path, crops: np.ndarray) -> None:
     try:
         for i, crop in enumerate(crops):
             bgr = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
-            if not cv2.imwrite(str(tmp / f"{i:06d}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
+            if not cv2.imwrite(str(_jpg_file(tmp, i)), bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
                 raise OSError(f"cannot write JPEG crop {i} under {tmp}")
         if path.exists():  # a leftover of a killed run (its marker was never written)
             shutil.rmtree(path)
@@ -116,8 +120,55 @@ def _read_jpg(path: Path, size: int) -> np.ndarray:
     return np.stack([cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files])
 
 
-CROP_STORES.register("npy")(CropStore(".npy", _write_npy, _read_npy))
-CROP_STORES.register("jpg")(CropStore(".jpg", _write_jpg, _read_jpg))
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _locate_npy(path: Path, size: int) -> tuple[int, int]:
+    """(number of crops, byte offset of the first) from the .npy header, checked against the cache's
+    crop size: a file of another shape or dtype is refused here, not misread later."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = NPY_HEADERS.get(version)
+        if read_header is None:
+            raise ValueError(f"{path}: .npy format version {version} is not one the face cache writes")
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype != np.uint8 or fortran or len(shape) != 4 or tuple(shape[1:]) != (size, size, 3):
+        raise ValueError(f"{path}: crops of shape {shape} {dtype} (fortran={fortran}); the face cache "
+                         f"holds ({size}, {size}, 3) uint8 crops in C order")
+    return int(shape[0]), offset
+
+
+def _read_npy_at(path: Path, offset: int, index: int, size: int) -> np.ndarray:
+    """Crop `index` alone: one positioned read into a fresh array (no memory map to keep open)."""
+    crop = np.empty((size, size, 3), np.uint8)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        got = os.preadv(fd, [crop], offset + index * crop.nbytes)
+    finally:
+        os.close(fd)
+    if got != crop.nbytes:
+        raise ValueError(f"{path}: crop {index} is cut short ({got} of {crop.nbytes} bytes)")
+    return crop
+
+
+def _jpg_file(path: Path, index: int) -> Path:
+    return path / f"{index:06d}.jpg"
+
+
+def _locate_jpg(path: Path, size: int) -> tuple[int, int]:
+    return sum(1 for f in os.scandir(path) if f.name.endswith(".jpg")), 0
+
+
+def _read_jpg_at(path: Path, offset: int, index: int, size: int) -> np.ndarray:
+    image = cv2.imread(str(_jpg_file(path, index)), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{_jpg_file(path, index)}: unreadable JPEG crop")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+CROP_STORES.register("npy")(CropStore(".npy", _write_npy, _read_npy, _locate_npy, _read_npy_at))
+CROP_STORES.register("jpg")(CropStore(".jpg", _write_jpg, _read_jpg, _locate_jpg, _read_jpg_at))
 
 
 # ---- per-video results ----------------------------------------------------------------------------

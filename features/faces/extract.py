@@ -20,11 +20,12 @@ import torch
 from tqdm.auto import tqdm
 
 from features.common import config_hash, to_dict
+from features.engine import LOCAL_ENGINE, Engine, Resources
 from features.faces import cache
 from features.faces.config import DETECT_THREADS, RUNTIME_FIELDS, FaceConfig
 from features.faces.decode import DecodeError, read_frames
 from features.faces.detect import build_detector, crop_face, detect_faces
-from features.faces.pool import n_workers, process_map
+from features.faces.pool import n_workers
 from features.faces.tracking import link_tracks
 
 CACHE_VERSION = 1  # bump when the cached files change meaning; part of the cache key
@@ -38,6 +39,8 @@ STATUS_COLUMNS = {
     "n_faces": "int64", "n_stream": "int64", "rotation": "int64",
 }
 PRELOAD = ["features.faces.extract", "facenet_pytorch"]  # imported once by the forkserver
+VIDEOS_PER_TASK = 8  # a distributed engine's face task: amortises building MTCNN and the task's start
+FACE_TASKS_PER_GPU = 8  # detecting processes sharing one GPU (as the full profile's local pool does)
 
 
 @dataclass
@@ -153,10 +156,16 @@ def _work(video_id: str, path: str, crops_dir: str) -> dict:
     return process_and_store(video_id, path, _WORKER["cfg"], crops_dir, _WORKER["detector"])
 
 
-def _run(todo: list[tuple[str, str]], cfg: FaceConfig, crops_dir: Path, progress: bool) -> None:
+def face_resources(cfg: FaceConfig, engine: Engine) -> Resources:
+    """One face task's share: DETECT_THREADS cores, and a GPU share when it detects on CUDA."""
+    gpu = 1.0 / FACE_TASKS_PER_GPU if engine.wants_gpu(cfg.device) else 0.0
+    return Resources(num_cpus=DETECT_THREADS, num_gpus=gpu)
+
+
+def _run(todo: list[tuple[str, str]], cfg: FaceConfig, crops_dir: Path, progress: bool, engine: Engine) -> None:
     workers = n_workers(cfg.workers, len(todo))
     bar = tqdm(total=len(todo), desc="faces", unit="video", disable=not progress)
-    if workers == 1:
+    if workers == 1 and not engine.distributed:
         detector = build_detector(cfg)
         threads = torch.get_num_threads()
         torch.set_num_threads(DETECT_THREADS)
@@ -168,7 +177,8 @@ def _run(todo: list[tuple[str, str]], cfg: FaceConfig, crops_dir: Path, progress
             torch.set_num_threads(threads)
     else:
         tasks = [(vid, path, str(crops_dir)) for vid, path in todo]
-        for _ in process_map(_work, tasks, workers, _init_worker, (cfg,), PRELOAD):
+        resources = [face_resources(cfg, engine)] * len(tasks) if engine.distributed else None
+        for _ in engine.map(_work, tasks, workers, _init_worker, (cfg,), PRELOAD, resources, VIDEOS_PER_TASK):
             bar.update()  # finished videos stay cached if a later one fails
     bar.close()
 
@@ -193,11 +203,11 @@ def is_done(crops_dir: Path, video_id: str, path: Path) -> bool:
 
 
 def extract_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str,
-                  progress: bool = True) -> FaceResult:
+                  progress: bool = True, engine: Engine = LOCAL_ENGINE) -> FaceResult:
     """Faces and status of every video in `videos` (columns video_id, root, path; optional status).
 
     Videos already extracted with the same settings (and unchanged files) are read from the cache;
-    the rest run in a process pool. Missing files get status `missing_file` and are not cached, so
+    the rest run on `engine` (a local process pool, or Ray tasks). Missing files get status `missing_file` and are not cached, so
     they are picked up once they appear.
     """
     _check_videos(videos)
@@ -214,7 +224,7 @@ def extract_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str,
         elif not is_done(crops_dir, row.video_id, path):
             todo.append((row.video_id, str(path)))
     if todo:
-        _run(todo, cfg, crops_dir, progress)
+        _run(todo, cfg, crops_dir, progress, engine)
     return collect_results(videos["video_id"].tolist(), missing, crops_dir)
 
 

@@ -24,13 +24,15 @@ from features.faces import cache
 from features.corpus.face_csv import IMAGE_EXTENSIONS
 from features.faces.config import FaceConfig
 from features.faces.decode import sample_indices
-from features.faces.pool import n_workers, process_map
+from features.engine import LOCAL_ENGINE, Engine, Resources
+from features.faces.pool import n_workers
 from features.faces.extract import (CACHE_VERSION, FACE_COLUMNS, FaceResult, collect_results, is_done,
                                     source_key, status_row)
 
 SOURCE = "face_images"  # in the cache key: these crops were never detected here
 PRELOAD = ["features.faces.images"]  # imported once by the forkserver
 GIVEN_DET_PROB = 1.0  # the image is the face
+IMAGES_PER_TASK = 64  # a distributed engine's task: one image is milliseconds of work
 
 
 def cache_fields(cfg: FaceConfig) -> dict:
@@ -75,7 +77,8 @@ def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> 
     cache.write_result(crops_dir, cfg.crop_format, faces, stack, status)
 
 
-def import_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str, progress: bool = True) -> FaceResult:
+def import_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str, progress: bool = True,
+                 engine: Engine = LOCAL_ENGINE) -> FaceResult:
     """Faces and status of every row of `videos` (video_id, root, path = the face image)."""
     cache.CROP_STORES.get(cfg.crop_format)  # unknown format: fail before any work
     crops_dir = Path(cache_dir) / config_hash(cache_fields(cfg))
@@ -90,13 +93,15 @@ def import_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str, p
             todo.append((row.video_id, path))
     workers = n_workers(cfg.workers, len(todo))
     with tqdm(total=len(todo), desc="face images", unit="video", disable=not progress) as bar:
-        if workers == 1:
+        if workers == 1 and not engine.distributed:
             for video_id, path in todo:
                 _import_one(video_id, path, cfg, crops_dir)
                 bar.update()
         else:  # decoding, resizing and the cache writes are per video: processes scale them
             tasks = [(video_id, path, cfg, crops_dir) for video_id, path in todo]
-            for _ in process_map(_import_one, tasks, workers, _init_worker, (), PRELOAD):
+            resources = [Resources()] * len(tasks) if engine.distributed else None
+            for _ in engine.map(_import_one, tasks, workers, _init_worker, (), PRELOAD, resources,
+                                IMAGES_PER_TASK):
                 bar.update()
     return collect_results(videos["video_id"].tolist(), missing, crops_dir)
 

@@ -139,8 +139,13 @@ def detection_rates(frames: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
     return out
 
 
-def measure_formats(crops: dict[str, np.ndarray], where: Path) -> pd.DataFrame:
-    """Size on disk, write and read time of each crop format over the same crops."""
+RANDOM_READS = 2000  # crops read one at a time in random order, as training reads them
+
+
+def measure_formats(crops: dict[str, np.ndarray], where: Path, seed: int = 0) -> pd.DataFrame:
+    """Size on disk, write and read time of each crop format over the same crops: whole videos
+    (`read`, as scoring reads them) and single crops in random order (`read_at`, as training's lazy
+    crop source does; the OS page cache is warm either way)."""
     rows = []
     size = next(iter(crops.values())).shape[1]
     for fmt in CROP_STORES.names():
@@ -153,10 +158,20 @@ def measure_formats(crops: dict[str, np.ndarray], where: Path) -> pd.DataFrame:
         back = {v: store.read(folder, v, size) for v in crops}
         t2 = time.perf_counter()
         n = sum(len(a) for a in crops.values())
+        where_is = {v: store.locate(store.path(folder, v), size)[1] for v in crops}
+        picks = [(v, i) for v, a in crops.items() for i in range(len(a))]
+        order = np.random.default_rng(seed).permutation(len(picks))[:RANDOM_READS]
+        t3 = time.perf_counter()
+        for k in order:
+            v, i = picks[k]
+            store.read_at(store.path(folder, v), where_is[v], i, size)
+        random_ms = 1e3 * (time.perf_counter() - t3) / max(len(order), 1)
         err = np.mean([np.abs(back[v].astype(int) - a).mean() for v, a in crops.items() if len(a)])
         files = [p for p in folder.rglob("*") if p.is_file()]
-        rows.append(dict(format=fmt, crops=n, files=len(files), MB=sum(p.stat().st_size for p in files) / 2**20,
-                         write_ms_per_crop=1e3 * (t1 - t0) / n, read_ms_per_crop=1e3 * (t2 - t1) / n,
+        nbytes = sum(p.stat().st_size for p in files)
+        rows.append(dict(format=fmt, crop_size=size, crops=n, files=len(files), MB=nbytes / 2**20,
+                         bytes_per_crop=nbytes / n, write_ms_per_crop=1e3 * (t1 - t0) / n,
+                         read_ms_per_crop=1e3 * (t2 - t1) / n, random_read_ms_per_crop=random_ms,
                          mean_abs_err=err))
     return pd.DataFrame(rows)
 

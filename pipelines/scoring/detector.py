@@ -24,14 +24,15 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
-from base_learners.oof import (FACE_KEY, FRAME_PREDS_COLUMNS, frames_table, gather_crops, load_unit_model,
+from base_learners.oof import (FACE_KEY, FRAME_PREDS_COLUMNS, frames_table, load_unit_model,
                                unit_name)
 from base_learners.registry import LearnerConfig
 from base_learners.train import TrainConfig, predict_logits
 from features.aggregate import SEP, AggregateConfig, aggregate
 from features.common import from_dict, to_dict
 from features.faces.config import FaceConfig
-from features.faces.extract import extract_faces, load_crops
+from features.faces.extract import extract_faces
+from features.faces.source import CropSource
 
 DEFAULT_THRESHOLD = 0.5  # P(FAKE) above this is labelled FAKE (as meta.metrics' accuracy counts)
 SCORE_PREFIX = "score_"  # per-learner video score columns: score_<learner> = mean frame P(FAKE)
@@ -140,7 +141,7 @@ class Detector:
         if faces.faces.empty:
             return _empty_frame_preds()
         frames = frames_table(faces.faces, videos, _no_folds(videos))
-        crops = gather_crops(frames, faces.crops_dir, load_crops)
+        crops = CropSource.from_table(frames, faces.crops_dir)
         tables = []
         for learner, ls in self.spec.learners.items():
             tcfg = from_dict(TrainConfig, ls.train_config, where=f"detector train {learner}")
