@@ -28,8 +28,8 @@ region drawn in the crop. The method explains the logit of P(FAKE): high = evide
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -88,7 +88,7 @@ def model_pixels(crops: np.ndarray, model: nn.Module) -> torch.Tensor:
 def to_crop_frame(maps: np.ndarray, crop_side: int, crop_frac: float) -> np.ndarray:
     """Input-frame maps (N, S, S) -> the cached crop's frame (N, C, C): resized back to the central
     square the learner saw (center_crop's arithmetic), zero around it."""
-    keep = max(1, int(round(crop_side * crop_frac)))
+    keep = max(1, round(crop_side * crop_frac))  # as augment.center_crop
     keep = min(keep, crop_side)
     start = (crop_side - keep) // 2
     out = np.zeros((len(maps), crop_side, crop_side), np.float32)

@@ -23,8 +23,8 @@ contributions are 0 and `no_face` marks them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
