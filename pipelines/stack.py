@@ -34,50 +34,21 @@ from tqdm.auto import tqdm
 
 import mlflow
 from features.aggregate import AggregateConfig, aggregate, learners_in
-from features.common import (
-    ConfigError,
-    atomic_write_parquet,
-    atomic_write_text,
-    to_dict,
-)
+from features.common import ConfigError, atomic_write_parquet, atomic_write_text, to_dict
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.readers import read_labels_file, read_test_labels
 from meta.metrics import score
-from pipelines.config import (
-    REPO_ROOT,
-    WORK_DIR,
-    add_config_args,
-    build_config,
-    exit_on_user_error,
-)
+from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config, exit_on_user_error
 from pipelines.explain.case import ExplainConfig
 from pipelines.explain.sources import explain_costliest
 from pipelines.scoring import package
 from pipelines.scoring.detector import TEST_TIMES
 from pipelines.stacking import breakdown, model, report, runs
-from pipelines.stacking.nested import (
-    MIN_FOLDS,
-    NestedResult,
-    can_nest,
-    nested_selection,
-)
+from pipelines.stacking.nested import MIN_FOLDS, NestedResult, can_nest, nested_selection
 from pipelines.stacking.nested import comparison_row as nested_comparison_row
-from pipelines.stacking.sweep import (
-    FINAL_STAGE,
-    SpecResult,
-    SweepConfig,
-    evaluate_family,
-    families,
-    make_specs,
-)
-from pipelines.tracking import (
-    MLFLOW_DIR,
-    OOF_EXPERIMENT,
-    STACK_EXPERIMENT,
-    git_commit,
-    setup_tracking,
-    ui_hint,
-)
+from pipelines.stacking.sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
+from pipelines.tracking import (MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking,
+                                ui_hint)
 
 TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "refit_preds")
 # aggregate works without detections (det_prob_mean is then NaN); without units no detector is

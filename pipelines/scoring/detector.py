@@ -24,14 +24,8 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
-from base_learners.oof import (
-    FACE_KEY,
-    FRAME_PREDS_COLUMNS,
-    frames_table,
-    gather_crops,
-    load_unit_model,
-    unit_name,
-)
+from base_learners.oof import (FACE_KEY, FRAME_PREDS_COLUMNS, frames_table, gather_crops, load_unit_model,
+                               unit_name)
 from base_learners.registry import LearnerConfig
 from base_learners.train import TrainConfig, predict_logits
 from features.aggregate import SEP, AggregateConfig, aggregate
