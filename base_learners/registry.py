@@ -73,10 +73,42 @@ def _timm(family: str) -> Callable[[LearnerConfig], nn.Module]:
     return build
 
 
+# Each learner's class-activation target (base_learners.explain): a dotted module path inside the
+# built learner. MesoNets: the batch norm of the last conv block, before its 4x pooling (6x6 at the
+# demo's 48 px, where the pooled map would be 2x2). timm families: TIMM_LAST_STAGE, the module that
+# timm's own `feature_info` names as the last feature stage (ResNeXt `layer4`, aligned Xception
+# `blocks.5`, legacy Xception `act4`, EfficientNet `blocks.6`), so every variant of a family resolves
+# without a path per variant.
+TIMM_LAST_STAGE = "net.<last feature stage>"
+TARGET_LAYERS: dict[str, str] = {}
+
 LEARNERS.register("meso4")(_meso(Meso4))
+TARGET_LAYERS["meso4"] = "features.3.2"
 LEARNERS.register("mesoinception4")(_meso(MesoInception4))
+TARGET_LAYERS["mesoinception4"] = "features.3.2"
 for _family in DEFAULT_VARIANTS:
     LEARNERS.register(_family)(_timm(_family))
+    TARGET_LAYERS[_family] = TIMM_LAST_STAGE
+
+
+def target_layer_path(model: nn.Module) -> str:
+    """The dotted path of a built learner's class-activation layer (TARGET_LAYERS, resolved)."""
+    name = getattr(model, "learner_name", None)
+    if name not in TARGET_LAYERS:
+        raise KeyError(f"learner {name!r} has no target layer; registered: {sorted(TARGET_LAYERS)}")
+    path = TARGET_LAYERS[name]
+    if path == TIMM_LAST_STAGE:
+        return "net." + model.net.feature_info[-1]["module"]
+    return path
+
+
+def target_layer(model: nn.Module) -> nn.Module:
+    """The module `target_layer_path` names (an unknown path is an error naming it)."""
+    path = target_layer_path(model)
+    try:
+        return model.get_submodule(path)
+    except AttributeError as err:
+        raise KeyError(f"learner {model.learner_name!r}: no module {path!r} ({err})") from None
 
 
 def build_learner(cfg: LearnerConfig) -> nn.Module:

@@ -10,25 +10,34 @@ status saying why. Resumable: a rerun with the same model and `--out` skips vide
 (face extraction is cached too), so a large folder can be stopped and continued; videos that could
 not be read are tried again. `--out` holds the videos of the latest call.
 
+`--explain DIR` also writes one self-contained HTML report per video into DIR (pipelines.explain:
+verdict, sampled frames and faces, each learner's probabilities over time and heat maps, the
+learners' contributions); a video without a face gets a report that says so. With it, a video is
+only skipped on resume when its report is already there.
+
     python pipelines/predict.py VIDEO_OR_FOLDER ... [--model URI] [--out predictions.csv]
-                                [--threshold 0.5] [--set workers=0 --set device=cpu ...]
+                                [--threshold 0.5] [--explain DIR] [--set workers=0 --set device=cpu ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from tqdm.auto import tqdm
 
+import mlflow
 from features.common import ConfigError, atomic_write_parquet, atomic_write_text
 from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error
+from pipelines.explain.case import ExplainConfig
+from pipelines.explain.report import report_name
+from pipelines.explain.sources import write_detector_reports
 from pipelines.scoring.detector import DEFAULT_THRESHOLD, Detector
 from pipelines.scoring.inputs import collect_paths
 from pipelines.scoring.package import DETECTOR_NAME
@@ -58,6 +67,8 @@ class PredictConfig:
     batch_videos: int = 8  # videos per step: the output is written (and resumable) after each
     tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
     progress: bool = True
+    explain_dir: str | None = None  # --explain DIR: one HTML report per video there (None: none)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
 @dataclass
@@ -67,6 +78,7 @@ class PredictResult:
     model_uri: str
     timings: dict[str, float]
     n_skipped: int
+    reports: list[Path] = field(default_factory=list)  # the HTML reports written by this call
 
 
 def latest_detector_uri() -> str:
@@ -126,6 +138,12 @@ def run(paths: list[str], cfg: PredictConfig) -> PredictResult:
     timings = {"load_s": time.perf_counter() - t0, "faces_s": 0.0, "level0_s": 0.0, "level1_s": 0.0}
     done = previous_rows(out, model_id)
     skip = rows["path"].isin(done["path"]) if len(done) else pd.Series(False, index=rows.index)
+    explain_dir = Path(cfg.explain_dir) if cfg.explain_dir else None
+    if explain_dir is not None:  # a video is done only once its report is there too
+        skip &= np.array([(explain_dir / report_name(f, p)).is_file() for f, p in zip(rows["filename"], rows["path"])],
+                         dtype=bool)
+        done = done[done["path"].isin(rows.loc[skip, "path"])] if len(done) else done
+    reports: list[Path] = []
     todo = rows[~skip]
     scored = [done[done["path"].isin(rows["path"])]] if len(done) else []
     with tqdm(total=len(rows), initial=int(skip.sum()), desc="videos", unit="video",
@@ -136,13 +154,17 @@ def run(paths: list[str], cfg: PredictConfig) -> PredictResult:
                 **{MODEL_COLUMN: uri, MODEL_ID_COLUMN: model_id})
             for k, v in detector.timings.items():
                 timings[k] += v
+            if explain_dir is not None:
+                t1 = time.perf_counter()
+                reports += write_detector_reports(detector, part, cfg.threshold, explain_dir, cfg.explain)
+                timings["explain_s"] = timings.get("explain_s", 0.0) + time.perf_counter() - t1
             scored.append(part)
             _write(pd.concat(scored, ignore_index=True), out)
             bar.update(len(chunk))
     table = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame()
     table = rows[["path"]].merge(table, on="path", how="left")[table.columns]  # input order, each input once
     _write(table, out)
-    return PredictResult(table, out, uri, timings, int(skip.sum()))
+    return PredictResult(table, out, uri, timings, int(skip.sum()), reports)
 
 
 def _write(table: pd.DataFrame, out: Path) -> None:
@@ -161,7 +183,8 @@ def report(res: PredictResult) -> str:
              f"{res.n_skipped} already scored by this model in {res.out} (skipped)" if res.n_skipped else "",
              "seconds: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in res.timings.items())
              + f" ({sum(v for k, v in res.timings.items() if k != 'load_s') / n:.2f} s per scored video)",
-             f"model: {res.model_uri}", f"written: {res.out} and {res.out.with_suffix('.parquet')}"]
+             f"model: {res.model_uri}", f"written: {res.out} and {res.out.with_suffix('.parquet')}",
+             f"explanations: {len(res.reports)} HTML reports in {res.reports[0].parent}" if res.reports else ""]
     return "\n".join(line for line in lines if line)
 
 
@@ -172,13 +195,15 @@ def parse_args(argv=None) -> tuple[list[str], PredictConfig]:
     parser.add_argument("--out", help="output CSV (parquet written beside it)")
     parser.add_argument("--threshold", type=float, help=f"FAKE above this P(FAKE) (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local sqlite under mlflow/)")
+    parser.add_argument("--explain", metavar="DIR", help="write one HTML explanation report per video into DIR")
     add_config_args(parser)
     args = parser.parse_args(argv)
     try:
         cfg = build_config(PredictConfig, PIPELINE, args.profile, args.overrides)
     except (ConfigError, ValueError, TypeError) as err:
         parser.error(f"config: {err}")
-    given = {"model": args.model, "out": args.out, "threshold": args.threshold, "tracking_uri": args.tracking_uri}
+    given = {"model": args.model, "out": args.out, "threshold": args.threshold, "tracking_uri": args.tracking_uri,
+             "explain_dir": args.explain}
     return args.paths, replace(cfg, **{k: v for k, v in given.items() if v is not None})
 
 

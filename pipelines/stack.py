@@ -17,12 +17,12 @@ method (test_breakdown.csv) and packages and registers the whole detector
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import yaml
@@ -32,12 +32,15 @@ from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
+import mlflow
 from features.aggregate import AggregateConfig, aggregate, learners_in
 from features.common import ConfigError, atomic_write_parquet, atomic_write_text, to_dict
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.readers import read_labels_file, read_test_labels
 from meta.metrics import score
 from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config, exit_on_user_error
+from pipelines.explain.case import ExplainConfig
+from pipelines.explain.sources import explain_costliest
 from pipelines.scoring import package
 from pipelines.scoring.detector import TEST_TIMES
 from pipelines.stacking import breakdown, model, report, runs
@@ -56,6 +59,7 @@ TABLES_ARTIFACT = "tables"
 OOF_STAGE = "oof"
 OOF_SEARCH_LIMIT = 50  # recent finished oof runs scanned for the latest parent run
 SQLITE_PREFIX = "sqlite:///"
+EXPLAIN_DIR = "explanations"  # reports of the costliest OOF videos: under output_dir, and as MLflow artifacts
 OPTIMISM_NOTE = ("note: the best configuration is chosen by the same outer CV that scores it, so its "
                  "CV figure is optimistic; the nested figure and the test split are the unbiased checks")
 
@@ -83,6 +87,8 @@ class StackConfig:
     registry_name: str = "fakestack"  # Model Registry name of the packaged detector ("" : not registered)
     test_time: str = "fold_models"  # the detector's level 0: fold_models | refit (needs oof.py refit=true)
     nested: bool = True  # also score the whole selection by nested CV (the honest headline; ~k x the sweep)
+    explain_top: int = 3  # HTML reports of the OOF videos the best configuration lost most log loss on (0: none)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
     def __post_init__(self) -> None:
         if self.test_time not in TEST_TIMES:
@@ -110,6 +116,8 @@ class StackResult:
     refit_test_scores: dict[str, float] = field(default_factory=dict)  # test split with refit level-0 models
     nested: NestedResult | None = None  # the selection procedure scored by nested CV
     prior_log_loss: float = float("nan")  # the constant training prior's CV log loss
+    explanations: list[Path] = field(default_factory=list)  # reports of the costliest OOF videos
+    explain_note: str = ""  # why there are none, when explain_top > 0
 
 
 def mlflow_dir_for(tracking_uri: str | None) -> Path | None:
@@ -347,6 +355,7 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
                 mlflow.log_metrics(refit_scores)
             provenance = detector_provenance(oof_run_id, parent.info.run_id, best, refit_scores, cfg.test_time)
             detector = package_detector(best, vf, tables, cfg, oof_output_dir(cfg, oof_run_id), provenance)
+            explanations, explain_note = _explain(best, X, tables, cfg, oof_output_dir(cfg, oof_run_id), out_dir)
     test_scores = {k: v for k, v in best.metrics.items() if k.startswith("test_")}
     result = StackResult(table=table, best=best, results=results, video_features=vf,
                          submission=submission, diagnostics=diagnostics, output_dir=out_dir,
@@ -354,10 +363,22 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
                          oof_run_id=oof_run_id, test_scores=test_scores, detector_uri=detector[0],
                          detector_version=detector[1], detector_note=detector[2],
                          refit_test_scores=refit_scores, nested=nested_res, test_breakdown=per_test,
-                         prior_log_loss=prior_log_loss(X))
+                         prior_log_loss=prior_log_loss(X), explanations=explanations, explain_note=explain_note)
     if progress:
         print(summary(result, cfg, time.perf_counter() - start))
     return result
+
+
+def _explain(best: SpecResult, X: pd.DataFrame, tables: dict, cfg: StackConfig, oof_dir: Path | None,
+             out_dir: Path) -> tuple[list[Path], str]:
+    """Reports of the explain_top costliest OOF videos, logged under explanations/ in the active run."""
+    folder = out_dir / EXPLAIN_DIR
+    shutil.rmtree(folder, ignore_errors=True)  # the reports of an earlier run in this output folder
+    reports, note = explain_costliest(best, X, best.cv_stages[FINAL_STAGE], tables, oof_dir, cfg.explain_top,
+                                      folder, cfg.explain)
+    if reports:
+        mlflow.log_artifacts(str(folder), EXPLAIN_DIR)
+    return reports, note
 
 
 def _breakdown_configs(best: SpecResult, results: list[SpecResult], table: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -454,8 +475,15 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
               f"model {res.model_uri}",
               f"detector: {res.detector_uri} (registered as {cfg.registry_name} version {res.detector_version})"
               if res.detector_uri and res.detector_version else f"detector: {res.detector_uri or res.detector_note}",
-              f"  {ui_hint()}", f"done in {seconds:.1f} s"]
+              _explain_line(res), f"  {ui_hint()}", f"done in {seconds:.1f} s"]
     return "\n".join(lines)
+
+
+def _explain_line(res: StackResult) -> str:
+    if not res.explanations:
+        return res.explain_note or "explanations: off (explain_top: 0)"
+    return (f"explanations: {len(res.explanations)} reports of the costliest OOF videos in "
+            f"{res.explanations[0].parent} (MLflow: the sweep run's {EXPLAIN_DIR}/ artifacts)")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -82,6 +82,19 @@ def _empty_frame_preds() -> pd.DataFrame:
                          for c in FRAME_PREDS_COLUMNS})
 
 
+@dataclass
+class ScoredBatch:
+    """What the last `Detector.score` call computed on the way, for explanations
+    (pipelines.explain): the judged videos (row i of the input is video_id `{i:06d}:{path}`), their
+    faces (crops stay readable when score was given a cache_dir), the frame predictions and the
+    ensemble's input, one row per input row."""
+
+    videos: pd.DataFrame
+    faces: object  # features.faces.extract.FaceResult
+    frame_preds: pd.DataFrame
+    features: pd.DataFrame
+
+
 class Detector:
     """A packaged detector, ready to score files (see the module docstring)."""
 
@@ -90,6 +103,7 @@ class Detector:
         self.device = device  # None: as trained (CPU where that device is absent)
         self._models: dict[tuple[str, int], torch.nn.Module] = {}
         self.timings: dict[str, float] = {}
+        self.last_batch: ScoredBatch | None = None
 
     # ---- level 0 models, loaded once
     def models(self, learner: str) -> list[torch.nn.Module]:
@@ -128,7 +142,9 @@ class Detector:
         t2 = time.perf_counter()
         vf = aggregate(frame_preds, faces.status, videos, _no_folds(videos),
                        from_dict(AggregateConfig, self.spec.aggregate, where="detector aggregate"), faces=faces.faces)
-        out = self._verdicts(rows, todo, vf, threshold)
+        features = self._features(len(rows), todo, vf)
+        out = self._verdicts(rows, todo, vf, features, threshold)
+        self.last_batch = ScoredBatch(videos, faces, frame_preds, features)
         self.timings = {"faces_s": t1 - t0, "level0_s": t2 - t1, "level1_s": time.perf_counter() - t2}
         return out
 
@@ -167,8 +183,8 @@ class Detector:
         features.loc[todo, present] = vf[present].to_numpy(dtype=float)
         return features
 
-    def _verdicts(self, rows: pd.DataFrame, todo: pd.Index, vf: pd.DataFrame, threshold: float) -> pd.DataFrame:
-        features = self._features(len(rows), todo, vf)
+    def _verdicts(self, rows: pd.DataFrame, todo: pd.Index, vf: pd.DataFrame, features: pd.DataFrame,
+                  threshold: float) -> pd.DataFrame:
         out = rows[["filename", "path", "status", "message"]].copy()
         out["p_fake"] = self.ensemble.predict_proba(features)[:, 1]
         out["n_faces"], out["n_frames"] = 0, 0
