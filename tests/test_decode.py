@@ -151,3 +151,54 @@ def test_bad_files_raise_with_the_file_named(tmp_path):
         assert name in str(err.value)
     with pytest.raises(FileNotFoundError, match="nope.mp4"):
         read_frames(tmp_path / "nope.mp4", 4)
+
+
+# ---- the reference-frame decoder (decoder: pyav_ref)
+
+def write_h264(path: Path, n: int, size=SIZE) -> Path:
+    """n index-carrying frames as H.264 with B-frames (x264's defaults), through PyAV."""
+    import av
+
+    frames = [im for im in read_frames(write_video(path.with_suffix(".src.mp4"), n, size=size), n).images]
+    with av.open(str(path), mode="w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"preset": "veryfast", "crf": "10"}
+        for im in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(im, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_reference_frames_sampled_at_or_after_each_target_carry_their_true_index(tmp_path):
+    path = write_h264(tmp_path / "b.mp4", 60)
+    every = read_frames(path, 60)  # OpenCV decodes every frame
+    refs = read_frames(path, 10, decoder="pyav_ref")
+    assert [frame_number(im) for im in refs.images] == refs.frame_idx  # the index is the frame's own
+    assert refs.n_stream == 60 and len(every.images) == 60
+    targets = sample_indices(60, 10)
+    assert refs.frame_idx == sorted(set(refs.frame_idx)) and refs.frame_idx[0] == 0
+    assert all(i >= t for i, t in zip(refs.frame_idx, targets))  # never early
+    assert max(i - t for i, t in zip(refs.frame_idx, targets)) <= 4  # x264's B-frame runs are short
+
+
+def test_reference_decoder_on_streams_without_b_frames_gives_the_opencv_frames(tmp_path):
+    path = write_video(tmp_path / "v.mp4", 40)  # mp4v: I and P frames only, all references
+    refs, cv = read_frames(path, 6, decoder="pyav_ref"), read_frames(path, 6)
+    assert refs.frame_idx == cv.frame_idx and refs.n_stream == cv.n_stream
+    assert [frame_number(im) for im in refs.images] == refs.frame_idx
+
+
+@pytest.mark.parametrize("degrees", [90, 270])
+def test_reference_decoder_applies_rotation_as_opencv_does(tmp_path, degrees):
+    raw = write_video(tmp_path / "raw.mp4", 4, marker=True)
+    path = set_mp4_rotation(raw, tmp_path / f"rot{degrees}.mp4", degrees)
+    refs, cv = read_frames(path, 2, decoder="pyav_ref"), read_frames(path, 2)
+    assert refs.rotation == cv.rotation == degrees
+    assert np.abs(refs.images[0].astype(int) - cv.images[0]).mean() < 2  # same picture (YUV->RGB rounding)
+
+
+def test_reference_decoder_names_a_bad_file(tmp_path):
+    (tmp_path / "text.mp4").write_text("this is not a video\n" * 20)
+    with pytest.raises(DecodeError, match="text.mp4"):
+        read_frames(tmp_path / "text.mp4", 4, decoder="pyav_ref")

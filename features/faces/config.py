@@ -23,6 +23,7 @@ class FaceConfig:
     """Every setting of the face stage. The fields outside RUNTIME_FIELDS form the cache key."""
 
     n_frames: int = 32  # frames sampled evenly over each video (DFDC winners used 32)
+    decoder: str = "opencv"  # features.faces.decode.DECODERS: opencv (every frame) | pyav_ref (reference frames)
     detect_scale: float = 0.5  # downscale before detection (0.5 suits 1080p)
     detect_max_side: int | None = None  # also cap the long side at this many pixels (mixed resolutions)
     retry_full_res: bool = True  # re-detect frames where the downscaled pass found no face at full res
@@ -32,6 +33,9 @@ class FaceConfig:
     det_prob: float = 0.9  # faces below this detection probability are dropped
     max_faces: int = 2  # faces kept per frame, most probable first
     track_iou: float = 0.3  # IoU that links a box to a track of an earlier frame
+    detect_every: int = 1  # run MTCNN on every k-th sampled frame (and the last); boxes in between are
+    # interpolated along the tracks when the faces barely moved (carry_iou), detected otherwise
+    carry_iou: float = 0.5  # keyframe boxes overlapping this much count as "barely moved"
     margin: float = 0.25  # crop square side = longer box side * (1 + 2 * margin)
     crop_size: int = 224  # crops are resized to crop_size x crop_size
     crop_format: str = "npy"  # features.faces.cache.CROP_STORES: npy | jpg
@@ -48,7 +52,8 @@ class FaceConfig:
             "0 < factor < 1": 0 < self.factor < 1, "0 <= det_prob <= 1": 0 <= self.det_prob <= 1,
             "max_faces >= 1": self.max_faces >= 1, "margin >= 0": self.margin >= 0,
             "crop_size >= 1": self.crop_size >= 1, "batch_size >= 1": self.batch_size >= 1,
-            "workers >= 0": self.workers >= 0,
+            "workers >= 0": self.workers >= 0, "detect_every >= 1": self.detect_every >= 1,
+            "0 < carry_iou <= 1": 0 < self.carry_iou <= 1,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

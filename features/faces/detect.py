@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from features.faces.config import FaceConfig
+from features.faces.tracking import greedy_pairs, iou_matrix
 
 MTCNN_MIN_WINDOW = 12  # P-Net's input window: the smallest face MTCNN can see, in detection pixels
 MAX_SCALE = 1.0  # never upsample frames for detection: it costs time and finds no extra real faces
@@ -38,6 +39,7 @@ class Detections:
 
     boxes: np.ndarray  # (k, 4) float64 x0, y0, x1, y1
     probs: np.ndarray  # (k,) float64
+    carried: bool = False  # interpolated between two keyframes' detections (detect_every > 1)
 
     @classmethod
     def empty(cls) -> "Detections":
@@ -128,7 +130,49 @@ def _detect_same_size(detector, frames: list[np.ndarray], cfg: FaceConfig) -> li
 
 
 def detect_faces(detector, frames: list[np.ndarray], cfg: FaceConfig) -> list[Detections]:
-    """Faces of each RGB frame (full-res boxes, best first). Frames of equal size batch together."""
+    """Faces of each RGB frame of one video (full-res boxes, best first), in sampling order.
+
+    With `detect_every` k > 1, MTCNN runs on every k-th frame and the last (the keyframes). Between
+    two keyframes whose faces pair up one to one with IoU >= `carry_iou` (the same faces, barely
+    moved), boxes are interpolated linearly along each pair and take the lower of the two
+    probabilities; anywhere else (a face appears, leaves, or moves fast, or no face at all) the
+    frames in between are detected too, so carrying never loses a face a keyframe did not see.
+    """
+    k = cfg.detect_every
+    if k <= 1 or len(frames) <= 2:
+        return _detect_frames(detector, frames, cfg)
+    keys = sorted(set(range(0, len(frames), k)) | {len(frames) - 1})
+    out: dict[int, Detections] = dict(zip(keys, _detect_frames(detector, [frames[i] for i in keys], cfg)))
+    redo = []
+    for a, b in zip(keys, keys[1:]):
+        pairs = _carry_pairs(out[a], out[b], cfg.carry_iou)
+        for i in range(a + 1, b):
+            if pairs is None:
+                redo.append(i)
+            else:
+                out[i] = _interpolate(out[a], out[b], pairs, (i - a) / (b - a))
+    for i, det in zip(redo, _detect_frames(detector, [frames[i] for i in redo], cfg)):
+        out[i] = det
+    return [out[i] for i in range(len(frames))]
+
+
+def _carry_pairs(a: Detections, b: Detections, min_iou: float) -> list[tuple[int, int]] | None:
+    """Index pairs matching every face of `a` to one of `b` with IoU >= min_iou, or None."""
+    if len(a.probs) == 0 or len(a.probs) != len(b.probs):
+        return None
+    pairs = greedy_pairs(iou_matrix(a.boxes, b.boxes), min_iou)
+    return pairs if len(pairs) == len(a.probs) else None
+
+
+def _interpolate(a: Detections, b: Detections, pairs: list[tuple[int, int]], t: float) -> Detections:
+    boxes = np.stack([(1 - t) * a.boxes[i] + t * b.boxes[j] for i, j in pairs])
+    probs = np.array([min(a.probs[i], b.probs[j]) for i, j in pairs])
+    order = np.argsort(-probs, kind="stable")
+    return Detections(boxes[order], probs[order], carried=True)
+
+
+def _detect_frames(detector, frames: list[np.ndarray], cfg: FaceConfig) -> list[Detections]:
+    """Every frame detected; frames of equal size batch together."""
     out: list[Detections | None] = [None] * len(frames)
     by_shape: dict[tuple, list[int]] = {}
     for i, frame in enumerate(frames):

@@ -23,7 +23,7 @@ from features.common import config_hash, to_dict
 from features.engine import LOCAL_ENGINE, Engine, Resources
 from features.faces import cache
 from features.faces.config import DETECT_THREADS, RUNTIME_FIELDS, FaceConfig
-from features.faces.decode import DecodeError, read_frames
+from features.faces.decode import DECODERS, DecodeError, read_frames
 from features.faces.detect import build_detector, crop_face, detect_faces
 from features.faces.pool import n_workers
 from features.faces.tracking import link_tracks
@@ -88,7 +88,7 @@ def faces_of_video(video_id: str, path: Path, cfg: FaceConfig, detector):
     """
     empty = np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8)
     try:
-        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads)
+        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder)
     except FileNotFoundError as err:
         return _empty_faces(), empty, status_row(video_id, "missing_file", str(err))
     except (DecodeError, cv2.error) as err:
@@ -211,7 +211,8 @@ def extract_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str,
     they are picked up once they appear.
     """
     _check_videos(videos)
-    cache.CROP_STORES.get(cfg.crop_format)  # unknown format: fail before any work
+    cache.CROP_STORES.get(cfg.crop_format)  # unknown format or decoder: fail before any work
+    DECODERS.get(cfg.decoder)
     crops_dir = crops_dir_for(cache_dir, cfg)
     crops_dir.mkdir(parents=True, exist_ok=True)
     cache.write_config(crops_dir, cache_fields(cfg))

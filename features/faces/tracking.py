@@ -27,7 +27,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def _greedy_pairs(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
+def greedy_pairs(iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:
     """(row, col) pairs taken best IoU first, each row and column at most once, IoU >= threshold."""
     pairs, used_r, used_c = [], set(), set()
     flat = np.argsort(-iou, axis=None, kind="stable")
@@ -51,7 +51,7 @@ def link_tracks(frame_idx, boxes, probs, iou_threshold: float) -> np.ndarray:
     for frame in np.unique(frame_idx):
         rows = np.flatnonzero(frame_idx == frame)
         if last_box:
-            pairs = _greedy_pairs(iou_matrix(boxes[rows], np.stack(last_box)), iou_threshold)
+            pairs = greedy_pairs(iou_matrix(boxes[rows], np.stack(last_box)), iou_threshold)
         else:
             pairs = []
         for r, track in pairs:

@@ -1,7 +1,9 @@
 """Benchmark of the face stage: this stage's way vs the naive way, on the same videos, in one run.
 
-    python -m pipelines.bench.faces                      # demo profile, generated embedded corpus
+    python -m pipelines.bench.faces --set n_frames=32 --naive-frames 30   # the generated 1080p corpus
+    python -m pipelines.bench.faces --variant detect_every=4,decoder=pyav_ref # a lever, against the same videos
     python -m pipelines.bench.faces --data PATH --videos 20 --set detect_scale=0.5
+    python -m pipelines.bench.faces --small              # the embedded corpus's 320x240 format
 
 * fast  = features.faces as the pipeline runs it: `n_frames` sampled frames (grab/retrieve),
   downscaled, MTCNN in batches, crops. Decode, detect and crop are timed separately so the table
@@ -14,7 +16,9 @@ Both in-process timings run with one torch thread (what each pool worker gets), 
 per-frame work fairly; the naive way processes every frame, so compare frames/s, not total time.
 Detection rate = share of processed frames with >= 1 face; where the corpus has ground_truth.parquet
 also the rate over frames that truly show a face (>= 80 % visible) and the share of detections that
-hit a true face (IoU >= 0.4). `--formats` also measures the crop cache formats (size, write, read).
+hit a true face (IoU >= 0.4). A `--variant` row also says how its boxes follow the first row's on
+the same frames (`iou_vs_fast`: a carried box against a fresh detection). `--formats` also
+measures the crop cache formats (size, write, read).
 """
 
 from __future__ import annotations
@@ -48,12 +52,18 @@ NAIVE = dict(min_face_size=20, thresholds=(0.6, 0.7, 0.7), factor=0.709, detect_
 HIT_IOU = 0.4  # a detection overlapping a true face box this much counts as a hit
 
 
-def bench_corpus(data: str | None) -> Path:
+def bench_corpus(data: str | None, small: bool = False) -> Path:
+    """`data`, or the generated real-resolution corpus (features.synth.hd: 1080p, 10 s, H.264), or
+    with `small` the embedded corpus's format."""
     if data:
         return Path(data)
-    from features.synth import SynthConfig, generate_corpus
+    if small:
+        from features.synth import SynthConfig, generate_corpus
 
-    return generate_corpus(BENCH_DIR / "corpus", SynthConfig(**BENCH_SYNTH), progress=True)
+        return generate_corpus(BENCH_DIR / "corpus", SynthConfig(**BENCH_SYNTH), progress=True)
+    from features.synth.hd import generate_hd_corpus
+
+    return generate_hd_corpus(BENCH_DIR / "hd", progress=True)
 
 
 def _truth(root: Path) -> pd.DataFrame | None:
@@ -80,7 +90,7 @@ def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, 
     rows, crops = [], {}
     for video_id, path in paths.items():
         t0 = time.perf_counter()
-        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads)
+        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder)
         t1 = time.perf_counter()
         dets = detect_faces(detector, frames.images, cfg)
         t2 = time.perf_counter()
@@ -95,14 +105,15 @@ def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, 
     return t, pd.DataFrame(rows), crops
 
 
-def time_naive(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, pd.DataFrame]:
-    """Every frame, full resolution, MTCNN one frame at a time (the seed notebooks' loop)."""
+def time_naive(paths: dict[str, Path], cfg: FaceConfig, detector, max_frames: int | None = None) -> tuple[dict, pd.DataFrame]:
+    """Every frame, full resolution, MTCNN one frame at a time (the seed notebooks' loop); with
+    `max_frames`, only each video's first frames (its cost is per frame: ~0.5 s at 1080p)."""
     t = dict(decode=0.0, detect=0.0)
     rows = []
     for video_id, path in paths.items():
         cap = cv2.VideoCapture(str(path))
         idx = 0
-        while True:
+        while max_frames is None or idx < max_frames:
             t0 = time.perf_counter()
             ok, bgr = cap.read()
             if not ok:
@@ -116,6 +127,25 @@ def time_naive(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict,
             idx += 1
         cap.release()
     return t, pd.DataFrame(rows)
+
+
+def agreement(frames: pd.DataFrame, reference: pd.DataFrame) -> dict:
+    """How closely a variant's boxes follow the reference way's on the same frames: the mean and
+    the 5th percentile of each reference box's best IoU with the variant's boxes (a carried box
+    against a fresh detection), and the share of reference faces the variant missed (IoU < HIT_IOU)."""
+    ref = {(r.video_id, r.frame_idx): r.boxes for r in reference.itertuples()}
+    best = []
+    for row in frames.itertuples():
+        want = ref.get((row.video_id, row.frame_idx))
+        if want is None or len(want) == 0:
+            continue
+        got = iou_matrix(want, row.boxes).max(axis=1) if row.n_faces else np.zeros(len(want))
+        best += got.tolist()
+    best = np.asarray(best)
+    if not len(best):
+        return {}
+    return {"iou_vs_fast": float(best.mean()), "iou_vs_fast_p5": float(np.percentile(best, 5)),
+            "missed_vs_fast": float((best < HIT_IOU).mean())}
 
 
 def detection_rates(frames: pd.DataFrame, truth: pd.DataFrame | None) -> dict:
@@ -201,7 +231,7 @@ def _variant(cfg: FaceConfig, spec: str) -> FaceConfig:
 
 
 def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, naive: bool = True,
-                  variants: tuple[str, ...] = ()) -> dict:
+                  variants: tuple[str, ...] = (), naive_frames: int | None = None) -> dict:
     """All tables of the benchmark for the first `n_videos` videos of the corpus at `root`."""
     videos = read_corpora([root]).head(n_videos).reset_index(drop=True)
     paths = {v: Path(r) / p for v, r, p in zip(videos["video_id"], videos["root"], videos["path"])}
@@ -213,17 +243,19 @@ def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, nai
     for spec in variants:
         var = _variant(cfg, spec)
         var_t, var_frames, _ = time_fast(paths, var, build_detector(var))
-        rows.append(_row(f"fast, {spec}", var_t, var_frames, len(paths), truth))
+        rows.append({**_row(f"fast, {spec}", var_t, var_frames, len(paths), truth),
+                     **agreement(var_frames, fast_frames)})
     if naive:
         naive_cfg = replace(cfg, **NAIVE)
-        naive_t, naive_frames = time_naive(paths, naive_cfg, build_detector(naive_cfg))
-        rows.append(_row("naive (every frame, full res, 1 by 1)", naive_t, naive_frames, len(paths), truth))
+        naive_t, naive_rows = time_naive(paths, naive_cfg, build_detector(naive_cfg), naive_frames)
+        rows.append(_row("naive (every frame, full res, 1 by 1)", naive_t, naive_rows, len(paths), truth))
     tables["throughput"] = pd.DataFrame(rows)
     if naive:
         naive_row = rows[-1]
         tables["speedup_vs_naive"] = pd.DataFrame([
             dict(way=r["way"], frames_per_s_ratio=r["frames_per_s"] / naive_row["frames_per_s"],
-                 per_video_ratio=naive_row["s_per_video"] / r["s_per_video"])
+                 per_video_ratio=(naive_row["s_per_video"] / r["s_per_video"]) if naive_frames is None
+                 else float("nan"))  # the naive way saw only part of each video
             for r in rows[:-1]])
     with tempfile.TemporaryDirectory(dir=BENCH_DIR if BENCH_DIR.exists() else None) as tmp:
         wall = time_pipeline(videos, cfg, Path(tmp) / "cache")
@@ -237,7 +269,8 @@ def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, nai
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="corpus folder (DFDC layout); default: a generated embedded corpus")
+    parser.add_argument("--data", help="corpus folder (any layout); default: the generated 1080p corpus")
+    parser.add_argument("--small", action="store_true", help="the embedded corpus's format instead (320x240, 12 frames)")
     parser.add_argument("--videos", type=int, default=DEFAULT_VIDEOS, help="videos to benchmark")
     parser.add_argument("--profile", default=DEFAULT_PROFILE,
                         help="FaceConfig from this profile's oof.yaml `faces:` (as the pipeline runs it)")
@@ -245,6 +278,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="override a FaceConfig field, e.g. --set detect_scale=0.5 (repeatable)")
     parser.add_argument("--formats", action="store_true", help="also measure the crop cache formats")
     parser.add_argument("--no-naive", action="store_true", help="skip the (slow) naive way")
+    parser.add_argument("--naive-frames", type=int, default=None,
+                        help="the naive way on each video's first N frames only (its cost is per frame)")
     parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="K=V[,K=V]",
                         help="another fast row with these FaceConfig overrides (repeatable)")
     return parser.parse_args(argv)
@@ -260,9 +295,9 @@ def face_config(profile: str | None, overrides: list[str]) -> FaceConfig:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = face_config(args.profile, args.overrides)
-    root = bench_corpus(args.data)
+    root = bench_corpus(args.data, args.small)
     tables = run_benchmark(root, cfg, args.videos, args.formats, naive=not args.no_naive,
-                           variants=tuple(args.variants))
+                           variants=tuple(args.variants), naive_frames=args.naive_frames)
     pd.set_option("display.width", 200)
     print(f"FaceConfig: {to_dict(cfg)}")
     print(f"corpus: {root}  torch threads per process: {DETECT_THREADS}")
