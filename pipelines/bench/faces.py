@@ -36,7 +36,7 @@ import torch
 
 from features.common import from_dict, to_dict
 from features.corpus.readers import read_corpora
-from features.faces.cache import CROP_STORES
+from features.faces.cache import CROP_STORES, write_result
 from features.faces.config import DETECT_THREADS, FaceConfig
 from features.faces.decode import read_frames
 from features.faces.detect import build_detector, crop_face, detect_faces
@@ -82,6 +82,75 @@ def _frame_rows(video_id: str, frame_idx: list[int], dets) -> list[dict]:
 
 def _empty_crops(cfg: FaceConfig) -> np.ndarray:
     return np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8)
+
+
+MTCNN_STAGES = ("pnet", "rnet", "onet")
+
+
+class StageTimer:
+    """Seconds spent inside each MTCNN network's forward (hooks); the rest of `detect` is the image
+    pyramid's resizing, the box regression and non-maximum suppression in between."""
+
+    def __init__(self, detector):
+        self.seconds = dict.fromkeys(MTCNN_STAGES, 0.0)
+        self._start: dict[str, float] = {}
+        self._handles = []
+        for name in MTCNN_STAGES:
+            net = getattr(detector, name)
+            self._handles.append(net.register_forward_pre_hook(self._pre(name)))
+            self._handles.append(net.register_forward_hook(self._post(name)))
+
+    def _pre(self, name):
+        def hook(module, args):
+            self._start[name] = time.perf_counter()
+        return hook
+
+    def _post(self, name):
+        def hook(module, args, out):
+            self.seconds[name] += time.perf_counter() - self._start.pop(name)
+        return hook
+
+    def close(self) -> dict[str, float]:
+        for h in self._handles:
+            h.remove()
+        return self.seconds
+
+
+def where_time_goes(paths: dict[str, Path], cfg: FaceConfig, detector, where: Path) -> pd.DataFrame:
+    """Seconds per video of each step of this stage's way, as `extract_faces` runs them: opening the
+    file, decoding (demuxing and decoding every frame up to the last sampled one), converting the
+    kept frames to RGB, each MTCNN network, the rest of detection, cropping, writing the cache."""
+    t = dict.fromkeys(["open", "decode", "colour", *MTCNN_STAGES, "detect_other", "crop", "write"], 0.0)
+    timer = StageTimer(detector)
+    for video_id, path in paths.items():
+        t0 = time.perf_counter()
+        cv2.VideoCapture(str(path)).release()
+        t1 = time.perf_counter()
+        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder)
+        t2 = time.perf_counter()
+        for im in frames.images:  # the same conversion again, timed alone (RGB -> BGR costs as much)
+            cv2.cvtColor(im, cv2.COLOR_RGB2BGR)
+        t3 = time.perf_counter()
+        before = sum(timer.seconds.values())
+        dets = detect_faces(detector, frames.images, cfg)
+        t4 = time.perf_counter()
+        found = [crop_face(im, box, cfg.margin, cfg.crop_size) for im, det in zip(frames.images, dets)
+                 for box in det.boxes]
+        t5 = time.perf_counter()
+        crops = np.stack(found) if found else _empty_crops(cfg)
+        faces = pd.DataFrame({"video_id": [video_id] * len(crops)})
+        write_result(where, cfg.crop_format, faces, crops, {"video_id": video_id, "status": "ok"})
+        t6 = time.perf_counter()
+        t["open"] += t1 - t0
+        t["colour"] += t3 - t2
+        t["decode"] += (t2 - t1) - (t3 - t2)  # read_frames converts the kept frames itself
+        t["detect_other"] += (t4 - t3) - (sum(timer.seconds.values()) - before)
+        t["crop"] += t5 - t4
+        t["write"] += t6 - t5
+    for name, sec in timer.close().items():
+        t[name] = sec
+    total = sum(t.values())
+    return pd.DataFrame([{"step": k, "s_per_video": v / len(paths), "share": v / total} for k, v in t.items()])
 
 
 def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, pd.DataFrame, dict]:
@@ -258,6 +327,9 @@ def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, nai
                  else float("nan"))  # the naive way saw only part of each video
             for r in rows[:-1]])
     with tempfile.TemporaryDirectory(dir=BENCH_DIR if BENCH_DIR.exists() else None) as tmp:
+        steps = Path(tmp) / "steps"
+        steps.mkdir()
+        tables["where_time_goes"] = where_time_goes(paths, cfg, build_detector(cfg), steps)
         wall = time_pipeline(videos, cfg, Path(tmp) / "cache")
         tables["pipeline"] = pd.DataFrame([dict(workers=cfg.workers, videos=len(videos), wall_s=wall,
                                                 s_per_video=wall / len(videos),
