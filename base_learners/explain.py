@@ -171,7 +171,9 @@ def face_maps(models: list[nn.Module], crops: np.ndarray, cfg: MapConfig | None 
     maps = []
     with torch.inference_mode(False), torch.enable_grad():
         for model in models:
+            device = next(model.parameters()).device  # a scoring detector's model goes back there
             model = model.cpu().eval()
             x = model_pixels(crops, model)
             maps.append(to_crop_frame(method(model, x, cfg), crops.shape[1], float(getattr(model, "crop_frac", 1.0))))
+            model.to(device)
     return np.mean(maps, axis=0).astype(np.float32)

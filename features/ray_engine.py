@@ -34,10 +34,12 @@ from features.engine import Resources
 TASK_RETRIES = 3  # re-runs of a task whose worker or node died (application errors are not retried)
 CONNECT_TIMEOUT_S = 5.0  # an unreachable cluster address fails within this, not after Ray's minutes
 DEFAULT_RAY_PORT = 6379
-AUTO_ADDRESSES = ("auto", "local")  # Ray's own: the cluster on this machine, or a new local one
+LOCAL_ADDRESS = "local"  # Ray's own: a new local instance (never a cluster found under /tmp/ray)
+AUTO_ADDRESSES = ("auto", LOCAL_ADDRESS)  # Ray's own: the cluster on this machine, or a new local one
 VISIBILITY_FILE = ".ray-visibility-{}"
 
 _STATE: dict[str, Any] = {"key": None}  # per Ray worker process: which initializer ran last
+_CHECKED: set[str] = set()  # workdirs this driver has seen every node read
 
 
 def _host_port(address: str) -> tuple[str, int]:
@@ -60,16 +62,17 @@ def check_reachable(address: str) -> None:
 
 
 def connect(address: str | None, workdir: Path | None, local_cpus: int | None = None) -> None:
-    """Join the cluster at `address` (or RAY_ADDRESS), or start a local Ray; once per process."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address not in AUTO_ADDRESSES:
-        check_reachable(address)
-    kwargs = {"num_cpus": local_cpus} if not address else {}
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
-    if workdir is not None:
-        check_workdir_visible(Path(workdir))
+    """Join the cluster at `address` (or RAY_ADDRESS), or start a new local Ray (once per process),
+    then check every node sees `workdir` (once per workdir)."""
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or LOCAL_ADDRESS
+        if address not in AUTO_ADDRESSES:
+            check_reachable(address)
+        kwargs = {"num_cpus": local_cpus} if address == LOCAL_ADDRESS else {}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **kwargs)
+    if workdir is not None and str(Path(workdir).resolve()) not in _CHECKED:
+        check_workdir_visible(Path(workdir).resolve())
+        _CHECKED.add(str(Path(workdir).resolve()))
 
 
 def _can_read(path: str) -> tuple[str, bool]:
@@ -118,19 +121,32 @@ def _task_name(fn: Callable[..., Any], tasks: list[tuple]) -> str:
 def ray_map(fn: Callable[..., Any], tasks: list[tuple], initializer: Callable[..., None], initargs: tuple,
             resources: list[Resources], batch: int = 1) -> Iterator[Any]:
     """Yield `fn(*task)` per task in completion order; tasks go out `batch` at a time (same
-    resources within a batch). On an error the queued tasks are cancelled, and it is raised here."""
+    resources within a batch). On an error the queued tasks are cancelled and the task's own
+    exception is raised here (its type and message, not Ray's wrapper with the remote traceback).
+
+    A task holding a GPU runs in a worker process of its own that exits afterwards (`max_calls=1`):
+    a reused worker would keep the CUDA context, cached memory and initializer state of the GPU
+    that an earlier task was given.
+    """
     key = uuid.uuid4().hex
     shared = ray.put(initargs)
-    remote = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_batch)
+    cpu_remote = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False)(_run_batch)
+    gpu_remote = ray.remote(max_retries=TASK_RETRIES, retry_exceptions=False, max_calls=1, num_gpus=1)(_run_batch)
     pending = []
     for start in range(0, len(tasks), max(1, batch)):
         chunk, need = tasks[start:start + batch], resources[start]
+        remote = gpu_remote if need.num_gpus > 0 else cpu_remote
         pending.append(remote.options(num_cpus=need.num_cpus, num_gpus=need.num_gpus, name=_task_name(fn, chunk))
                        .remote(key, initializer, shared, fn, chunk))
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
-            yield from ray.get(done[0])
+            try:
+                results = ray.get(done[0])
+            except ray.exceptions.RayTaskError as err:
+                cause = getattr(err, "cause", None)
+                raise (cause if isinstance(cause, BaseException) else err) from None
+            yield from results
     except BaseException:
         for ref in pending:
             ray.cancel(ref)

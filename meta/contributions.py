@@ -148,7 +148,8 @@ def contributions(ensemble, X: pd.DataFrame) -> Contributions:
     probe = contributor(meta, X.loc[~no_face, names]) if (~no_face).any() else None
     columns = list(probe.features.columns) if probe is not None else names
     features = pd.DataFrame(0.0, index=X.index, columns=columns)
-    unit = probe.unit if probe is not None else LOGIT
+    # the unit is the meta-learner's (logit or probability), asked of one row even when no row has a face
+    unit = probe.unit if probe is not None else contributor(meta, X.loc[X.index[:1], names]).unit
     prior = meta.prior_ if unit == PROBABILITY else float(safe_logit(meta.prior_))
     base = np.full(len(X), prior)
     if probe is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import time
 import warnings
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "re
 SUMMARY_METRICS = ("frame_log_loss", "video_log_loss", "video_auc")
 PRIOR_ROW = "constant prior"
 EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
+NUMBERED_GPU = re.compile(r"cuda:\d+")
 ENGINE_FIELDS = ("engine", "ray_address")  # where work runs, never what it computes (features.engine)
 THROUGHPUT_NAN = {"train_faces_per_s": float("nan"), "predict_faces_per_s": float("nan")}
 
@@ -166,10 +168,13 @@ def face_stage(videos: pd.DataFrame, cfg: OOFConfig, workdir: Path, engine: Engi
     return extract_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress, engine=engine)
 
 
-def build_engine(cfg: OOFConfig, workdir: Path) -> Engine:
+def build_engine(cfg: OOFConfig, workdir: Path, tcfgs: dict[str, TrainConfig]) -> Engine:
     """The engine of `cfg`, started (a Ray engine connects and checks the workdir is shared)."""
     check_engine(cfg.engine)
     engine = Engine(cfg.engine, cfg.ray_address, workdir)
+    numbered = sorted({d for d in [cfg.faces.device, *(t.device for t in tcfgs.values())] if NUMBERED_GPU.fullmatch(d)})
+    if engine.distributed and numbered:
+        raise ConfigError(f"engine={cfg.engine} gives each task its own GPU; set device cuda (or auto), not {numbered}")
     engine.start()
     return engine
 
@@ -286,9 +291,9 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
     learners = active_learners(cfg)
     tcfgs = train_configs(cfg, learners)
     check_pretrained(learners)
-    workdir = Path(cfg.workdir) if cfg.workdir else WORK_DIR
+    workdir = (Path(cfg.workdir) if cfg.workdir else WORK_DIR).resolve()  # tasks on other nodes get absolute paths
     out = workdir / "oof" / run_key(cfg)
-    engine = build_engine(cfg, workdir)  # before any work: a wrong ray_address fails in seconds
+    engine = build_engine(cfg, workdir, tcfgs)  # before any work: a wrong ray_address fails in seconds
     setup_tracking(OOF_EXPERIMENT, cfg.tracking_uri, mlflow_dir)
     timings: dict[str, float] = {}
     t_start = time.perf_counter()

@@ -374,8 +374,11 @@ def _explain(best: SpecResult, X: pd.DataFrame, tables: dict, cfg: StackConfig, 
     """Reports of the explain_top costliest OOF videos, logged under explanations/ in the active run."""
     folder = out_dir / EXPLAIN_DIR
     shutil.rmtree(folder, ignore_errors=True)  # the reports of an earlier run in this output folder
-    reports, note = explain_costliest(best, X, best.cv_stages[FINAL_STAGE], tables, oof_dir, cfg.explain_top,
-                                      folder, cfg.explain)
+    try:
+        reports, note = explain_costliest(best, X, best.cv_stages[FINAL_STAGE], tables, oof_dir, cfg.explain_top,
+                                          folder, cfg.explain)
+    except OSError as err:  # a unit folder or face cache gone since oof.py: the stack itself stands
+        return [], f"explanations: not written ({err})"
     if reports:
         mlflow.log_artifacts(str(folder), EXPLAIN_DIR)
     return reports, note

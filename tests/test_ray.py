@@ -23,8 +23,10 @@ from base_learners.oof import frames_table, run_oof
 from features.engine import Engine
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces, load_crops
+from features.faces.source import CropSource
 from pipelines.oof import parse_config
 from tests.test_oof import CROPS_KEY, LEARNERS, TRAIN, make_crops, make_tables
+from tests.test_source import write_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_CPUS = 2
@@ -60,6 +62,25 @@ def test_units_on_ray_match_the_local_engine(engine, tmp_path):
     pd.testing.assert_frame_equal(on_ray.frame_preds, local.frame_preds)
     resumed = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, tmp_path / "ray", CROPS_KEY, progress=False)
     assert all(r.cached for r in resumed.units)  # the local engine resumes what Ray wrote
+
+
+def test_units_read_the_lazy_crop_source_on_ray_and_a_task_error_keeps_its_type(engine, tmp_path):
+    """The pipeline's path (a CropSource shipped to the tasks), and a user's error inside a task
+    reaching the caller as itself, with its message, not Ray's wrapper and remote traceback."""
+    faces, videos, folds = make_tables()
+    frames = frames_table(faces, videos, folds)
+    crops = make_crops(frames)
+    write_cache(tmp_path / "cache", frames, crops)
+    source = CropSource.from_table(frames, tmp_path / "cache")
+    local = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, tmp_path / "local", CROPS_KEY, progress=False)
+    on_ray = run_oof(frames, source, LEARNERS, {"meso4": TRAIN}, tmp_path / "ray", CROPS_KEY, progress=False,
+                     engine=engine)
+    pd.testing.assert_frame_equal(on_ray.frame_preds, local.frame_preds)
+    (tmp_path / "cache" / "v00.mp4.npy").unlink()  # the cache loses a file after the source was built
+    with pytest.raises(FileNotFoundError) as err:
+        run_oof(frames, source, LEARNERS, {"meso4": TRAIN}, tmp_path / "gone", CROPS_KEY, progress=False,
+                engine=engine)
+    assert "v00.mp4.npy" in str(err.value) and "Traceback" not in str(err.value)
 
 
 def _ray_workers(title: str) -> list[int]:

@@ -169,6 +169,8 @@ def _read_jpg_at(path: Path, offset: int, index: int, size: int) -> np.ndarray:
     image = cv2.imread(str(_jpg_file(path, index)), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"{_jpg_file(path, index)}: unreadable JPEG crop")
+    if image.shape != (size, size, 3):
+        raise ValueError(f"{_jpg_file(path, index)}: a {image.shape} crop; the face cache holds ({size}, {size}, 3)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from features.common import Registry
 
+REF_MIN_FRAMES_PER_SAMPLE = 2  # pyav_ref only where the stream has at least this many frames per sample
 ROTATIONS = {  # CAP_PROP_ORIENTATION_META degrees (clockwise display rotation) -> cv2.rotate code
     90: cv2.ROTATE_90_CLOCKWISE,
     180: cv2.ROTATE_180,
@@ -181,14 +182,14 @@ def _read_reference_frames(path: Path, n_frames: int, threads: int) -> Frames:
             raise DecodeError(f"{path}: no video stream")
         stream = container.streams.video[0]
         header, rate = int(stream.frames or 0), stream.average_rate
-        if header <= 0 or not rate:
+        if header < REF_MIN_FRAMES_PER_SAMPLE * n_frames or not rate:  # no count, or too few frames to skip any
             return _read_opencv(path, n_frames, threads)
         stream.thread_type = "NONE" if threads <= 1 else "AUTO"
         stream.codec_context.thread_count = max(threads, 1)
         stream.codec_context.skip_frame = "NONREF"
         targets = sample_indices(header, n_frames)
         start = stream.start_time or 0
-        images, idx, last, rotation = [], [], -1, 0
+        images, idx, last, rotation, notes = [], [], -1, 0, []
         try:
             for frame in container.decode(stream):
                 if frame.pts is None:
@@ -202,9 +203,13 @@ def _read_reference_frames(path: Path, n_frames: int, threads: int) -> Frames:
         except av.error.FFmpegError as err:
             if not images:
                 raise DecodeError(f"{path}: no frame could be decoded ({err})") from None
+            notes.append(f"decoding stopped after frame {last}: {err}")
     if not images:
         raise DecodeError(f"{path}: opened but no frame could be decoded (header: {header} frames)")
-    notes = [] if not targets else [f"stream ended at frame {last} before {len(targets)} sampled frame(s)"]
+    if targets:
+        notes.append(f"stream ended at frame {last} before {len(targets)} sampled frame(s)")
+    if len(images) < min(n_frames, header) - len(targets):
+        notes.append(f"{len(images)} distinct reference frames for {n_frames} sampled positions")
     return Frames(images, idx, max(header, last + 1), rotation, notes)
 
 

@@ -10,6 +10,7 @@ and skipped on re-runs; the work runs in a process pool, one MTCNN per worker.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,19 @@ def _init_worker(cfg: FaceConfig) -> None:
 
 
 def _work(video_id: str, path: str, crops_dir: str) -> dict:
+    """One video in a pool or Ray worker. The driver saw the file: a worker that cannot is on a node
+    without the corpus (an error, not a `missing_file` status). A video a killed and retried task
+    already finished is kept."""
+    visible_or_raise(Path(path))
+    if is_done(Path(crops_dir), video_id, Path(path)):
+        return cache.read_marker(Path(crops_dir), video_id)
     return process_and_store(video_id, path, _WORKER["cfg"], crops_dir, _WORKER["detector"])
+
+
+def visible_or_raise(path: Path) -> None:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the run listed this file, but the worker on {socket.gethostname()} "
+                                "cannot see it: with engine=ray the corpus must be on storage every node sees")
 
 
 def face_resources(cfg: FaceConfig, engine: Engine) -> Resources:

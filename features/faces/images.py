@@ -27,7 +27,7 @@ from features.faces.decode import sample_indices
 from features.engine import LOCAL_ENGINE, Engine, Resources
 from features.faces.pool import n_workers
 from features.faces.extract import (CACHE_VERSION, FACE_COLUMNS, FaceResult, collect_results, is_done,
-                                    source_key, status_row)
+                                    source_key, status_row, visible_or_raise)
 
 SOURCE = "face_images"  # in the cache key: these crops were never detected here
 PRELOAD = ["features.faces.images"]  # imported once by the forkserver
@@ -51,6 +51,7 @@ def _frame_files(path: Path, n_frames: int) -> list[Path]:
 
 
 def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> None:
+    visible_or_raise(path)
     rows, crops, unreadable = [], [], []
     files = _frame_files(path, cfg.n_frames)
     for frame_idx, file in enumerate(files):

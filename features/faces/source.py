@@ -52,6 +52,8 @@ class CropSource:
         store = cache.CROP_STORES.get(fmt)
         codes, video_ids = pd.factorize(rows["video_id"].astype(str), sort=False)
         crop_idx = rows["crop_idx"].to_numpy(np.int64)
+        if len(crop_idx) and crop_idx.min() < 0:
+            raise ValueError(f"{crops_dir}: negative crop_idx in the faces table")
         files, offsets = [], np.empty(len(video_ids), np.int64)
         needed = np.full(len(video_ids), -1, np.int64)
         np.maximum.at(needed, codes, crop_idx)
@@ -94,13 +96,5 @@ class CropSource:
         return out if dtype is None else out.astype(dtype)
 
     def __repr__(self) -> str:
-        return (f"CropSource({len(self)} crops of {len(self._files)} videos, {self.size} px "
+        return (f"CropSource({len(self)} crops of {len(np.unique(self._video))} videos, {self.size} px "
                 f"{self.crop_format}, {self.crops_dir})")
-
-    def nbytes_on_disk(self) -> int:
-        """Bytes the cache files of this source's videos take (the disk side of bytes per crop)."""
-        total = 0
-        for name in self._files:
-            path = self.crops_dir / name
-            total += sum(f.stat().st_size for f in path.iterdir()) if path.is_dir() else path.stat().st_size
-        return total

@@ -122,10 +122,15 @@ def generate_hd_corpus(root: Path | str, cfg: HDConfig | None = None, progress: 
     root = Path(root)
     key = config_hash({k: v for k, v in to_dict(cfg).items() if k != "workers"})
     done = root / HD_CONFIG_FILE
-    if (root / "metadata.json").exists() and done.exists() and json.loads(done.read_text())["hash"] == key:
-        return root
+    if done.exists():
+        if json.loads(done.read_text())["hash"] == key and (root / "metadata.json").exists():
+            return root
+        if json.loads(done.read_text())["hash"] != key:  # another config's videos: not to be reused
+            for stale in [root / "metadata.json", *root.glob("*.mp4")]:
+                stale.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    small = generate_corpus(root / SMALL_DIR, cfg.synth(), progress=progress)
+    atomic_write_json({"hash": key, "config": to_dict(cfg)}, done)  # which config the folder's videos are of
+    small = generate_corpus(root / SMALL_DIR, cfg.synth(), progress=progress, overwrite=True)  # ours to redo
     meta = json.loads((small / "metadata.json").read_text())
     names = sorted(meta)
     todo = [(small / n, root / n, cfg, cfg.seed * SEED_STRIDE + i) for i, n in enumerate(names)
@@ -143,7 +148,6 @@ def generate_hd_corpus(root: Path | str, cfg: HDConfig | None = None, progress: 
     for name in COPIED:
         if (small / name).exists():
             shutil.copyfile(small / name, root / name)
-    atomic_write_json({"hash": key, "config": to_dict(cfg)}, done)
     atomic_write_json(meta, root / "metadata.json")  # last: the corpus is complete
     return root
 

@@ -201,7 +201,9 @@ def time_naive(paths: dict[str, Path], cfg: FaceConfig, detector, max_frames: in
 def agreement(frames: pd.DataFrame, reference: pd.DataFrame) -> dict:
     """How closely a variant's boxes follow the reference way's on the same frames: the mean and
     the 5th percentile of each reference box's best IoU with the variant's boxes (a carried box
-    against a fresh detection), and the share of reference faces the variant missed (IoU < HIT_IOU)."""
+    against a fresh detection), the share of reference faces the variant missed (IoU < HIT_IOU), and
+    the share of the variant's frames the reference has too (another decoder samples other frames:
+    only the shared ones are compared)."""
     ref = {(r.video_id, r.frame_idx): r.boxes for r in reference.itertuples()}
     best = []
     for row in frames.itertuples():
@@ -212,9 +214,10 @@ def agreement(frames: pd.DataFrame, reference: pd.DataFrame) -> dict:
         best += got.tolist()
     best = np.asarray(best)
     if not len(best):
-        return {}
+        return {"frames_matched": 0.0}
+    matched = sum((r.video_id, r.frame_idx) in ref for r in frames.itertuples()) / max(len(frames), 1)
     return {"iou_vs_fast": float(best.mean()), "iou_vs_fast_p5": float(np.percentile(best, 5)),
-            "missed_vs_fast": float((best < HIT_IOU).mean())}
+            "missed_vs_fast": float((best < HIT_IOU).mean()), "frames_matched": matched}
 
 
 def detection_rates(frames: pd.DataFrame, truth: pd.DataFrame | None) -> dict:

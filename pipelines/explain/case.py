@@ -46,6 +46,7 @@ class VideoCase:
     p_fake: float
     threshold: float
     n_frames: int  # frames the face stage samples per video
+    decoder: str = "opencv"  # the face stage's decoder (frame_idx values are its sampled frames)
     faces: pd.DataFrame = field(default_factory=pd.DataFrame)  # frame_idx, face_idx, x0..y1, det_prob, crop_idx
     crops: np.ndarray | None = None  # the video's crops, row = crop_idx
     frame_preds: pd.DataFrame = field(default_factory=pd.DataFrame)  # frame_idx, face_idx, learner, prob

@@ -99,7 +99,7 @@ def frames_section(case: VideoCase, cfg: ExplainConfig) -> str:
     if case.path is None:
         return _section("frames", "Sampled frames", _note("the video file is not available to show its frames"))
     try:
-        frames = read_frames(case.path, case.n_frames)
+        frames = read_frames(case.path, case.n_frames, decoder=case.decoder)
     except (FileNotFoundError, DecodeError, cv2.error) as err:
         return _section("frames", "Sampled frames", _note(f"the frames could not be decoded: {err}"))
     pick = np.unique(np.linspace(0, len(frames.images) - 1, min(cfg.strip_frames, len(frames.images))).round().astype(int))

@@ -157,7 +157,8 @@ class Detector:
         if faces.faces.empty:
             return _empty_frame_preds()
         frames = frames_table(faces.faces, videos, _no_folds(videos))
-        crops = CropSource.from_table(frames, faces.crops_dir)
+        crops = np.asarray(CropSource.from_table(frames, faces.crops_dir))  # read once for every model: a
+        # score call holds at most `batch_videos` videos (predict.py), so this is bounded
         tables = []
         for learner, ls in self.spec.learners.items():
             tcfg = from_dict(TrainConfig, ls.train_config, where=f"detector train {learner}")
