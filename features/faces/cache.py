@@ -20,7 +20,7 @@ heavy load from other jobs; 6 embedded-corpus videos, the same crops written bot
     64         jpg     46     46     0.11   0.51           0.24          2.03
 
 At the full profile's 380 px, on 256 real DFDC faces (`python -m pipelines.bench.scale`): npy 433 KB
-a crop, jpg 24 KB (0.46 mean abs error); reading single crops in random order, as training does
+a crop, jpg 24 KB (0.46 mean abs error; 27 KB on native crops of the generated 1080p videos); reading single crops in random order, as training does
 (`locate` + `read_at`, features.faces.source), 0.05 ms (npy) and 0.67 ms (jpg) a crop. All of DFDC
 (3.8M crops) is 1.65 TB as npy and ~0.09 TB as jpg, so the full profile caches jpg.
 

@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = p.parse_args(argv)
     root = bench_corpus(args.data)
     paths = sorted(str(f) for f in root.iterdir() if f.suffix.lower() in VIDEO_EXTENSIONS)
+    if not paths:
+        raise SystemExit(f"bench.predict: error: no videos in {root}")
     table = bench(paths, PredictConfig(model=args.model, tracking_uri=args.tracking_uri), args.workers)
     print(f"{len(paths)} videos of {root}")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3g}"))

@@ -20,6 +20,7 @@ face stage divides by N, and the units are packed onto the N GPUs longest first.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,7 @@ CPU_FACE_S_PER_VIDEO = 7.2  # issue 15: 2 real 1080p DFDC videos, 32 frames, one
 CPU_DECODE_S_PER_VIDEO = 2.9  # of which decoding (the rest MTCNN on the CPU)
 GPU_MACHINE_CORES = 16
 DEFAULT_IMAGES = 256
+DEFAULT_HD_VIDEOS = 2
 MACHINES = (1, 2, 4, 8)
 SECONDS_PER_HOUR = 3600.0
 TB, GIB = 1e12, 2**30
@@ -56,6 +58,19 @@ def read_images(folder: Path, n: int, size: int, per_video: int) -> dict[str, np
             raise ValueError(f"{f}: unreadable image")
         crops.append(cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB))
     return {f"v{i:04d}": np.stack(crops[i:i + per_video]) for i in range(0, len(crops), per_video)}
+
+
+def hd_crops(cfg: OOFConfig, n_videos: int, where: Path) -> dict[str, np.ndarray]:
+    """Crops the full profile's face stage (on the CPU, one process) cuts from the first videos of
+    the generated 1080p corpus: faces at their native resolution, as DFDC's are, not upscaled."""
+    from features.corpus.layouts import read_videos
+    from features.faces.extract import extract_faces, load_crops
+    from pipelines.bench.faces import bench_corpus
+
+    videos = read_videos([bench_corpus(None)]).head(n_videos)
+    faces = extract_faces(videos, dataclasses.replace(cfg.faces, device="cpu", workers=1, crop_format="npy"), where,
+                          progress=False)
+    return {v: load_crops(faces.crops_dir, v) for v in faces.faces["video_id"].unique()}
 
 
 def unit_hours(learners: pd.DataFrame, crops: float, k: int, epochs: dict[str, int]) -> pd.DataFrame:
@@ -84,9 +99,13 @@ def plan(args) -> dict[str, pd.DataFrame]:
     size, frames, k = cfg.faces.crop_size, cfg.faces.n_frames, cfg.folds.k
     crops = args.videos * frames * args.faces_per_frame
     with tempfile.TemporaryDirectory() as tmp:
-        formats = measure_formats(read_images(Path(args.images), args.n_images, size, frames), Path(tmp))
+        formats = measure_formats(read_images(Path(args.images), args.n_images, size, frames), Path(tmp) / "real")
+        formats.insert(0, "crops_of", f"real faces resized to {size} px")
+        if args.hd_videos:
+            native = measure_formats(hd_crops(cfg, args.hd_videos, Path(tmp) / "faces"), Path(tmp) / "hd")
+            formats = pd.concat([formats, native.assign(crops_of=f"1080p video, native {size} px crops")])
     formats["DFDC_TB"] = formats["bytes_per_crop"] * crops / TB
-    tables = {"cache formats at the full profile's crop size (real faces)": formats}
+    tables = {"cache formats at the full profile's crop size": formats}
 
     if args.oof_run:
         per_row = {}
@@ -127,6 +146,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", required=True, help="a folder of real face images (bytes per crop are measured on them)")
     p.add_argument("--n-images", type=int, default=DEFAULT_IMAGES)
+    p.add_argument("--hd-videos", type=int, default=DEFAULT_HD_VIDEOS,
+                   help="also measure native-resolution crops of this many generated 1080p videos (0: skip)")
     p.add_argument("--oof-run", help="an oof output folder: bytes per table row")
     p.add_argument("--gpu-learners", default=str(GPU_LEARNERS), help="bench.learners --profile full --out CSV")
     p.add_argument("--videos", type=int, default=DFDC_VIDEOS)
@@ -134,7 +155,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gpu-face-s-per-video", type=float, default=CPU_DECODE_S_PER_VIDEO / GPU_MACHINE_CORES,
                    help="face stage seconds per 1080p video on one GPU machine (default: decoding-bound "
                         "estimate, CPU decode s/video / 16 cores; MTCNN on the GPU assumed to keep up)")
-    p.add_argument("--gpu-face-source", default="estimate: 2.9 s decode per video per core (issue 15) / 16 cores")
+    p.add_argument("--gpu-face-source", default=f"estimate: {CPU_DECODE_S_PER_VIDEO} s decode per video per core "
+                   f"(issue 15) / {GPU_MACHINE_CORES} cores")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="full-profile oof overrides (e.g. select=[meso4,efficientnet])")
     return p.parse_args(argv)
