@@ -30,7 +30,8 @@ from tests.test_source import write_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_CPUS = 2
-KILL_EPOCHS = 60  # long enough (seconds) for the test to find the unit's worker and kill it mid-fit
+KILL_EPOCHS = 200  # long enough (seconds, on an idle 2-core machine) to find the unit's worker and kill it mid-fit
+INTO_THE_TASK_S = 0.3  # past the task's start: the worker is importing, initialising or fitting
 FIND_WORKER_S = 120
 
 
@@ -117,7 +118,7 @@ def test_a_worker_killed_mid_unit_is_retried_and_the_tables_match(engine, tmp_pa
     while not killed and thread.is_alive() and time.monotonic() < deadline:
         pids = _ray_workers(title)
         if pids:
-            time.sleep(1.0)  # into the fit: past the worker's imports and the initializer
+            time.sleep(INTO_THE_TASK_S)
             for pid in _ray_workers(title):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
