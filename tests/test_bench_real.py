@@ -87,3 +87,28 @@ def test_within_class_error_correlation_sees_shared_mistakes_not_the_label():
     assert np.isnan(mean_off_diagonal(corr["pooled"].loc[["a"], ["a"]]))
     with pytest.raises(ValueError, match="both classes"):
         within_class_error_correlation(np.ones(3, int), probs.iloc[:3])
+
+
+def test_bench_table_ratios_and_prior():
+    """pipelines.bench.real's table: the prior is the other folds' fake share, ratios are to the
+    best single learner and the plain average, and a learner that knows nothing gains nothing."""
+    from pipelines.bench.real import AVERAGE, PRIOR, figures, fold_prior
+
+    y, groups, z, rng = toy()
+    folds = groups % 3
+    prior = fold_prior(y.astype(float), folds)
+    for k in range(3):
+        assert np.allclose(prior[folds == k], y[folds != k].mean())
+    good = 1 / (1 + np.exp(-z))
+    noise = np.clip(prior + rng.normal(0, 1e-3, len(y)), 0.01, 0.99)
+    preds = {"good": good, "noise": noise, AVERAGE: (good + noise) / 2, "best stack: x": good}
+    table = figures(y, groups, folds, preds, ["good", "noise"], "best stack: x", n_replicates=300).set_index("config")
+    assert table.loc["good", "role"] == "best single" and table.loc["best stack: x", "role"] == "best stack"
+    assert table.loc["best stack: x", "over_best_single"] == pytest.approx(1.0)
+    assert table.loc["good", "over_average"] == pytest.approx(
+        table.loc["good", "log_loss"] / table.loc[AVERAGE, "log_loss"])
+    assert table.loc["good", "gain_lo"] > 0  # clearly better than the prior
+    assert table.loc["noise", "gain_lo"] < 0 < table.loc["noise", "gain_hi"] + 1e-3
+    assert table.loc[PRIOR, "gain_over_prior"] == 0
+    for name, row in table.iterrows():
+        assert row["ll_lo"] - 1e-9 <= row["log_loss"] <= row["ll_hi"] + 1e-9, name
