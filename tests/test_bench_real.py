@@ -112,3 +112,22 @@ def test_bench_table_ratios_and_prior():
     assert table.loc[PRIOR, "gain_over_prior"] == 0
     for name, row in table.iterrows():
         assert row["ll_lo"] - 1e-9 <= row["log_loss"] <= row["ll_hi"] + 1e-9, name
+
+
+def test_real_profile_resolves_and_every_learner_builds():
+    """`--profile real` is found, its keys are valid for both pipelines, and each learner it names
+    builds (views, sizes and crop fractions that fit together)."""
+    from base_learners.registry import build_learner
+    from pipelines.config import build_config, profiles
+    from pipelines.oof import OOFConfig, active_learners, train_configs
+    from pipelines.stack import StackConfig
+
+    assert "real" in profiles()
+    cfg = build_config(OOFConfig, "oof", "real")
+    learners = active_learners(cfg)
+    assert len(learners) >= 2 and set(cfg.train_overrides) <= set(learners)
+    train_configs(cfg, learners)
+    for lcfg in learners.values():
+        build_learner(lcfg)
+    stack_cfg = build_config(StackConfig, "stack", "real")
+    assert stack_cfg.sweep.metas
