@@ -107,6 +107,12 @@ class HighPassView(nn.Module):
 # pixel from its neighbours, which a re-synthesised face does not share with the rest of the
 # frame), and the image's amplitude spectrum (up-sampling by a generator leaves periodic peaks and a
 # high-frequency deficit, Durall et al. 2020; Frank et al. 2020).
+# Measured on dfdc-faces-dev (13,642 real crops, 3 grouped folds, meso4 at 48 px unless said; video
+# log loss / AUC; constant prior 0.605): highpass 0.517 / 0.756 (central 75 %, 16 epochs), rgb
+# 0.537 / 0.719 (whole crop, 64 px, 16 epochs), srm 0.545 / 0.714 (central 75 %), chroma 0.543 /
+# 0.708 (whole crop), fft 0.578 / 0.643 (whole crop; 12 epochs each). Within-class error
+# correlation with the highpass learner: srm 0.58, rgb 0.49, chroma 0.48, fft 0.35; chroma
+# against rgb 0.74 (the same pixels, mostly the same mistakes).
 
 YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))  # JPEG
 CHROMA_GAIN = 3.0  # face Cb/Cr lie within about +-0.1 of neutral (Cr of skin ~ +0.06): spread them over the input range
