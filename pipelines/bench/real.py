@@ -183,6 +183,7 @@ def main(argv=None) -> pd.DataFrame:
     if result.nested is not None:
         print(f"\nnested selection picked per outer fold: {result.nested.picks}")
     print("\n" + "  ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    print(f"stack outputs: {result.output_dir}; detector: {result.detector_uri or result.detector_note}")
     if args.out:
         table.to_csv(args.out, index=False)
     return table
