@@ -9,14 +9,15 @@ the normalisation) plus `learner_name`/`variant`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from base_learners.meso import MESO_MEAN, MESO_STD, Meso4, MesoInception4
+from base_learners.spectral import SPECTRUM_MEAN, SPECTRUM_STD, SpectrumMLP
 from base_learners.timm_learners import DEFAULT_VARIANTS, TimmLearner, create_timm
 from base_learners.views import build_view
 from features.common import Registry
@@ -109,6 +110,16 @@ def target_layer(model: nn.Module) -> nn.Module:
         return model.get_submodule(path)
     except AttributeError as err:
         raise KeyError(f"learner {model.learner_name!r}: no module {path!r} ({err})") from None
+
+
+# ---- non-CNN learners (issue 18: errors that differ from the CNNs'; base_learners/spectral.py)
+@LEARNERS.register("spectrum")
+def _spectrum(cfg: LearnerConfig) -> nn.Module:
+    if cfg.pretrained or cfg.variant is not None:
+        raise ValueError(f"learner {cfg.name!r} has neither pretrained weights nor variants")
+    model = SpectrumMLP(input_size=cfg.input_size, drop_rate=cfg.drop_rate)
+    model.mean, model.std, model.variant = SPECTRUM_MEAN, SPECTRUM_STD, cfg.name
+    return model
 
 
 def build_learner(cfg: LearnerConfig) -> nn.Module:

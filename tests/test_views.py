@@ -9,8 +9,17 @@ import torch
 
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
-from base_learners.views import (GAUSS_TRUNCATE, HIGHPASS_GAIN, HIGHPASS_MID, VIEWS, build_view,
-                                 gaussian_kernel)
+from base_learners.views import (
+    CHROMA_GAIN,
+    GAUSS_TRUNCATE,
+    HIGHPASS_GAIN,
+    HIGHPASS_MID,
+    SRM_GAIN,
+    VIEWS,
+    YCBCR,
+    build_view,
+    gaussian_kernel,
+)
 
 SIZE = 32
 
@@ -56,13 +65,13 @@ def test_gray_drops_colour_keeps_luma():
 
 
 def test_view_config_errors():
-    with pytest.raises(KeyError, match="valid: gray, highpass, rgb"):
+    with pytest.raises(KeyError, match="valid: chroma, fft, gray, highpass, rgb, srm"):
         build_learner(LearnerConfig("meso4", input_size=SIZE, view="sobel"))
     with pytest.raises(ValueError, match="view_sigma"):
         build_learner(LearnerConfig("meso4", input_size=SIZE, view="highpass", view_sigma=0.0))
     with pytest.raises(ValueError, match="too small"):
         build_view("highpass", 4.0)(torch.zeros(1, 3, 8, 8))
-    assert VIEWS.names() == ["gray", "highpass", "rgb"]
+    assert VIEWS.names() == ["chroma", "fft", "gray", "highpass", "rgb", "srm"]
     assert abs(float(gaussian_kernel(1.0).sum()) - 1.0) < 1e-6
 
 
@@ -70,7 +79,7 @@ def test_checkpoints_do_not_depend_on_the_view():
     """Views hold no state-dict entries: a checkpoint loads into the same learner with any view."""
     keys = {v: set(build_learner(LearnerConfig("meso4", input_size=SIZE, view=v)).state_dict())
             for v in VIEWS.names()}
-    assert keys["rgb"] == keys["gray"] == keys["highpass"]
+    assert all(k == keys["rgb"] for k in keys.values())
 
 
 def test_fit_and_predict_see_the_view():
@@ -93,3 +102,44 @@ def test_fit_and_predict_see_the_view():
     fit(hp, crops, labels, np.arange(8) // 2, TrainConfig(epochs=1, batch_size=4, device="cpu"),
         progress=False)
     assert (True, (3, SIZE, SIZE)) in seen  # optimisation steps, not only the inner validation
+
+
+def test_chroma_keeps_luma_and_scales_colour_differences():
+    x = as_input(faces(2))
+    y = build_view("chroma")(x)
+    m = torch.tensor(YCBCR)
+    ycc = torch.einsum("oc,bchw->bohw", m, x)
+    torch.testing.assert_close(y[:, 0], ycc[:, 0])
+    torch.testing.assert_close(y[:, 1:], (HIGHPASS_MID + CHROMA_GAIN * ycc[:, 1:]).clamp(0, 1))
+    grey = x.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)  # no colour: Cb = Cr = 0
+    torch.testing.assert_close(build_view("chroma")(grey)[:, 1:], torch.full_like(grey[:, 1:], HIGHPASS_MID),
+                               atol=1e-5, rtol=0)
+
+
+def test_srm_ignores_smooth_shading_and_sees_pixel_noise():
+    """Every SRM kernel predicts a linear ramp exactly, so shading gives mid-grey away from the
+    (reflected, hence kinked) border; a one-pixel spike reaches all three channels (the 2nd-order
+    one by -2 / 2 x SRM_GAIN x the spike)."""
+    ramp = torch.linspace(0.2, 0.6, SIZE).view(1, 1, 1, SIZE).expand(1, 3, SIZE, SIZE).contiguous()
+    view = build_view("srm")
+    inner = (Ellipsis, slice(2, -2), slice(2, -2))  # beyond the 5x5 kernels' reach of the border
+    torch.testing.assert_close(view(ramp)[inner], torch.full_like(ramp[inner], HIGHPASS_MID), atol=1e-5, rtol=0)
+    spiked = ramp.clone()
+    spiked[..., SIZE // 2, SIZE // 2] += 0.01
+    out = view(spiked)
+    centre = out[0, :, SIZE // 2, SIZE // 2]
+    assert (centre < HIGHPASS_MID - 1e-3).all()  # the spike's residual is negative (centre tap < 0)
+    assert abs(float(centre[0]) - (HIGHPASS_MID - SRM_GAIN * 0.01)) < 1e-4
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_fft_view_is_shift_and_brightness_invariant_and_sees_frequency():
+    x = as_input(faces(2))
+    view = build_view("fft")
+    base = view(x)
+    torch.testing.assert_close(view(torch.roll(x, shifts=(3, 5), dims=(-2, -1))), base, atol=1e-3, rtol=0)
+    torch.testing.assert_close(view(x + 0.1), base, atol=1e-3, rtol=0)  # a brightness offset
+    smooth = torch.from_numpy(np.stack([cv2.GaussianBlur(img, (0, 0), 2.0)
+                                        for img in x.permute(0, 2, 3, 1).numpy()])).permute(0, 3, 1, 2)
+    edge = (slice(None), 0, 0, slice(None))  # the top row of the centred spectrum: highest frequencies
+    assert float(view(smooth)[edge].mean()) < float(base[edge].mean())  # blur removes them

@@ -1,0 +1,193 @@
+"""What stacking adds on a real face set, with intervals: `python -m pipelines.bench.real`.
+
+    python -m pipelines.bench.real --data ../shared/data/dfdc-faces-dev --profile real
+    python -m pipelines.bench.real --data DIR --profile real --oof-run RUN_ID   # stack an existing oof run
+    python -m pipelines.bench.real --data DIR --profile real --stack-set sweep.metas=[logreg]
+
+Runs the whole of `oof.py` (`oof.run`; the face cache and learner units in the workdir are reused,
+so a rerun resumes) unless `--oof-run` or `--oof-dir` names a finished one, then the whole of
+`stack.py` (`stack.run`, outputs under `<workdir>/bench_real`), and prints one table from that
+stack's outer-CV predictions: each learner alone, the constant prior (the training folds' share
+of fakes, per outer fold), the plain average, the best stack (lowest outer-CV log loss of the
+sweep: optimistic, since the same CV picks it) and the nested selection (the sweep re-run inside
+each outer training part: the honest figure). Every log loss has a 95 % group-bootstrap interval
+(meta.resampling: whole originals resampled, all rows on the same replicates), and so do the gain
+over the prior and the ratios to the best single learner and to the plain average. A bootstrap over
+originals is what another draw of originals from the same source would do to these figures with
+the learners held fixed. Then the learners' within-class error correlation (reals, fakes, pooled).
+
+The same figures, without intervals, are in stack.py's own comparison table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from meta.metrics import score
+from meta.resampling import (
+    DEFAULT_REPLICATES,
+    bootstrap_log_losses,
+    interval,
+    mean_off_diagonal,
+    within_class_error_correlation,
+)
+from pipelines import oof, stack
+from pipelines.config import WORK_DIR, add_config_args, build_config
+from pipelines.stacking.report import BASELINE_METAS
+from pipelines.stacking.sweep import FINAL_STAGE
+
+REAL_PROFILE = "real"
+BENCH_DIR = "bench_real"  # under the workdir
+PRIOR = "constant prior"
+AVERAGE = "plain average"
+NESTED = "nested selection"
+
+
+def fold_prior(y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each video's constant prediction: the share of fakes among the OTHER folds (what a
+    meta-learner without features would learn there)."""
+    p = np.empty(len(y))
+    for k in np.unique(folds):
+        held = folds == k
+        p[held] = y[~held].mean()
+    return p
+
+
+def predictions(result: stack.StackResult) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """(config -> outer-CV P(FAKE) per labelled video, learner names, best stack's name)."""
+    preds: dict[str, np.ndarray] = {}
+    learners = []
+    for r in result.results:
+        if r.spec.meta == "single":
+            preds[r.spec.learners[0]] = r.cv_stages[FINAL_STAGE]
+            learners.append(r.spec.learners[0])
+        elif r.spec.meta == "average" and r.spec.subset == "all":
+            preds[AVERAGE] = r.cv_stages[FINAL_STAGE]
+    stacked = [r for r in result.results if r.spec.meta not in BASELINE_METAS]
+    best = min(stacked, key=lambda r: r.metrics["cv_log_loss"])
+    preds[f"best stack: {best.spec.name}"] = best.cv_stages[FINAL_STAGE]
+    if result.nested is not None:
+        preds[NESTED] = result.nested.prob
+    return preds, learners, f"best stack: {best.spec.name}"
+
+
+def figures(y, groups, folds, preds: dict[str, np.ndarray], learners: list[str], best: str,
+            n_replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> pd.DataFrame:
+    """One row per configuration: log loss and AUC with intervals, gain over the prior and ratios
+    to the best single learner and to the plain average, each with its paired interval."""
+    preds = {PRIOR: fold_prior(np.asarray(y, float), np.asarray(folds)), **preds}
+    boot = bootstrap_log_losses(y, preds, groups, n_replicates, seed)
+    point = {k: score(y, p) for k, p in preds.items()}
+    single = min(learners, key=lambda k: point[k]["log_loss"])
+    rows = []
+    for name in preds:
+        ll = point[name]["log_loss"]
+        row = {"config": name, "log_loss": ll, "ll_lo": np.nan, "ll_hi": np.nan,
+               "auc": point[name]["auc"], "gain_over_prior": point[PRIOR]["log_loss"] - ll}
+        row["ll_lo"], row["ll_hi"] = interval(boot[name])
+        row["gain_lo"], row["gain_hi"] = interval(boot[PRIOR] - boot[name])
+        row["over_best_single"] = ll / point[single]["log_loss"]
+        row["obs_lo"], row["obs_hi"] = interval(boot[name] / boot[single])
+        if AVERAGE in preds:
+            row["over_average"] = ll / point[AVERAGE]["log_loss"]
+            row["oa_lo"], row["oa_hi"] = interval(boot[name] / boot[AVERAGE])
+        row["role"] = ("best single" if name == single else "learner" if name in learners
+                       else "best stack" if name == best else "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_figures(table: pd.DataFrame) -> str:
+    """The table as the terminal shows it: value [lo, hi] columns."""
+    def span(v, lo, hi, digits=3):
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    out = pd.DataFrame({
+        "configuration": table["config"], "role": table["role"],
+        "log loss [95 %]": [span(*r) for r in table[["log_loss", "ll_lo", "ll_hi"]].to_numpy()],
+        "AUC": table["auc"].map(lambda v: f"{v:.3f}"),
+        "gain over prior [95 %]": [span(*r) for r in table[["gain_over_prior", "gain_lo", "gain_hi"]].to_numpy()],
+        "/ best single [95 %]": [span(*r) for r in table[["over_best_single", "obs_lo", "obs_hi"]].to_numpy()],
+    })
+    if "over_average" in table:
+        out["/ average [95 %]"] = [span(*r) for r in table[["over_average", "oa_lo", "oa_hi"]].to_numpy()]
+    return out.to_string(index=False)
+
+
+def correlations(y, preds: dict[str, np.ndarray], learners: list[str]) -> dict[str, pd.DataFrame]:
+    return within_class_error_correlation(y, pd.DataFrame({k: preds[k] for k in learners}))
+
+
+def run_stages(args) -> tuple[stack.StackResult, dict[str, float]]:
+    """oof (unless a finished run is named) and stack; returns the stack result and the times."""
+    workdir = Path(args.workdir) if args.workdir else WORK_DIR
+    times: dict[str, float] = {}
+    stack_cfg = build_config(stack.StackConfig, "stack", args.profile, args.stack_overrides)
+    stack_cfg = replace(stack_cfg, tracking_uri=args.tracking_uri, registry_name="",
+                        output_dir=str(workdir / BENCH_DIR))
+    if args.oof_dir:
+        stack_cfg = replace(stack_cfg, oof_dir=args.oof_dir)
+    else:
+        run_id = args.oof_run_id
+        if run_id is None:
+            oof_cfg = build_config(oof.OOFConfig, oof.PIPELINE, args.profile, args.overrides)
+            oof_cfg = replace(oof_cfg, data=list(args.data or oof_cfg.data), workdir=str(workdir),
+                              tracking_uri=args.tracking_uri, progress=False)
+            t0 = time.perf_counter()
+            mlflow_dir = stack.mlflow_dir_for(args.tracking_uri) or oof.MLFLOW_DIR
+            level0 = oof.run(oof_cfg, profile=args.profile, mlflow_dir=mlflow_dir)
+            times["oof_seconds"] = time.perf_counter() - t0
+            print(oof.report(level0), flush=True)
+            run_id = level0.run_id
+        stack_cfg = replace(stack_cfg, oof_run_id=run_id)
+    t0 = time.perf_counter()
+    result = stack.run(stack_cfg, progress=False)
+    times["stack_seconds"] = time.perf_counter() - t0
+    return result, times
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+", metavar="PATH", help="face set folder(s) (default: the profile's)")
+    parser.add_argument("--oof-run", dest="oof_run_id", help="stack this finished oof run instead of running oof")
+    parser.add_argument("--oof-dir", help="stack the oof tables in this folder instead of running oof")
+    parser.add_argument("--workdir", help="working folder (default: repo/.fakestack)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlflow/)")
+    parser.add_argument("--stack-set", dest="stack_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override of the stack config (repeatable)")
+    parser.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="bootstrap replicates")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--out", help="also write the table to this CSV")
+    add_config_args(parser)  # --profile (both stages) and --set (the oof config)
+    parser.set_defaults(profile=REAL_PROFILE)
+    args = parser.parse_args(argv)
+    result, times = run_stages(args)
+    X, _ = stack.split_features(result.video_features)
+    y, groups, folds = X["label"].to_numpy(int), X["group"].to_numpy(), X["fold"].to_numpy()
+    preds, learners, best = predictions(result)
+    table = figures(y, groups, folds, preds, learners, best, args.replicates, args.seed)
+    n_groups = len(np.unique(groups))
+    print(f"\n{len(y)} labelled videos ({int(y.sum())} fake) in {n_groups} groups, {len(np.unique(folds))} "
+          f"outer folds; intervals: {args.replicates} group-bootstrap replicates")
+    print(format_figures(table))
+    corr = correlations(y, preds, learners)
+    for name, m in corr.items():
+        print(f"\nwithin-class error correlation, {name} (mean over pairs {mean_off_diagonal(m):.3f}):")
+        print(m.to_string(float_format=lambda v: f"{v:.3f}"))
+    if result.nested is not None:
+        print(f"\nnested selection picked per outer fold: {result.nested.picks}")
+    print("\n" + "  ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+    print(f"stack outputs: {result.output_dir}; detector: {result.detector_uri or result.detector_note}")
+    if args.out:
+        table.to_csv(args.out, index=False)
+    return table
+
+
+if __name__ == "__main__":
+    main()
