@@ -31,7 +31,7 @@ from base_learners.oof import (
     OOFResult, Unit, UnitResult, frames_table, merge_train_config,
     prior_log_loss, run_oof, score_preds, unit_name, units_table,
 )
-from base_learners.registry import LEARNERS, LearnerConfig, build_learner
+from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
 from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, to_dict
@@ -61,8 +61,12 @@ ENGINE_FIELDS = ("engine", "ray_address")  # where work runs, never what it comp
 THROUGHPUT_NAN = {"train_faces_per_s": float("nan"), "predict_faces_per_s": float("nan")}
 
 
+DEFAULT_LEARNERS = ("meso4", "mesoinception4", "resnext", "xception", "efficientnet")  # the five CNN families
+
+
 def _default_learners() -> dict[str, LearnerConfig]:
-    return {name: LearnerConfig(name=name) for name in LEARNERS.names()}
+    """Without a profile, the five families; other registered learners (`spectrum`) are opt-in."""
+    return {name: LearnerConfig(name=name) for name in DEFAULT_LEARNERS}
 
 
 @dataclass
