@@ -14,12 +14,13 @@ Faces whose crop holds less than MIN_REGION_SHARE of it (the other person of a t
 missed face) are left out.
 
 Per learner and map method: `mass_in` = mean share of heat-map mass inside the swapped region,
-`region_share` = mean share of the crop the region covers (what a map spread evenly would score),
-`lift` = mass_in / region_share and `faces_above` = share of faces whose mass_in beats their own
-region_share. A map that does not beat region_share is no better than chance at pointing at the
-swap: the table says `fails`, it is not hidden. Maps are zero outside a learner's central view, so
-a learner with crop_frac < 1 is helped a little when the region is central: `view_share` (the
-region's share of that central view) is the fairer bar, also printed.
+`region_share` = mean share of the crop the region covers, and `view_share` = its share of the
+central part of the crop the learner sees (crop_frac). Maps are zero outside that view, so a map
+spread evenly over what the learner sees scores `view_share`: that is the chance level. `lift` =
+mass_in / view_share (`lift_vs_crop` against the whole crop, which flatters any learner with
+crop_frac < 1 when the swap is central), `faces_above` = share of faces whose mass_in beats their
+own view_share. A map that does not beat view_share is no better than chance at pointing at the
+swap: the table says `fails`, it is not hidden.
 """
 
 from __future__ import annotations
@@ -146,9 +147,10 @@ def measure(detector, crops, regions, keys, methods: list[str], lime_faces: int,
             view = central(reg, frac).mean(axis=(1, 2))[ok]
             rows.append({"learner": learner, "method": method, "faces": int(ok.sum()), "empty_maps": int((~ok).sum()),
                          "mass_in": float(mass.mean()), "region_share": float(share.mean()),
-                         "view_share": float(view.mean()), "lift": float(mass.mean() / share.mean()),
-                         "faces_above": float((mass > share).mean()),
-                         "verdict": "passes" if mass.mean() > share.mean() else "fails"})
+                         "view_share": float(view.mean()), "lift": float(mass.mean() / view.mean()),
+                         "lift_vs_crop": float(mass.mean() / share.mean()),
+                         "faces_above": float((mass > view).mean()),
+                         "verdict": "passes" if mass.mean() > view.mean() else "fails"})
     return pd.DataFrame(rows)
 
 
