@@ -90,10 +90,18 @@ class _MesoBase(nn.Module):
         # added to the logit; set by training when class rebalancing shifted the prior (train.py)
         self.register_buffer("logit_offset", torch.zeros(()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def embed_dim(self) -> int:
+        return self.fc.out_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, embed_dim): the dense layer's activations, what the classifier reads (a sequence
+        learner's per-frame features, base_learners.sequence)."""
         y = torch.flatten(self.features(x), 1)
-        y = self.dropout2(self.act(self.fc(self.dropout1(y))))
-        return self.out(y).squeeze(-1) + self.logit_offset
+        return self.dropout2(self.act(self.fc(self.dropout1(y))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.embed(x)).squeeze(-1) + self.logit_offset
 
 
 class Meso4(_MesoBase):

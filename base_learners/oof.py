@@ -41,13 +41,15 @@ from scipy.special import expit
 from sklearn.metrics import log_loss, roc_auc_score
 from tqdm.auto import tqdm
 
-from base_learners.registry import LearnerConfig, build_learner
+from base_learners.inputs import FRAME, CropSequences, input_kind, learner_inputs
+from base_learners.registry import LearnerConfig, build_learner, learner_key
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
 from features.common import (
     ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict,
     to_dict,
 )
 from features.engine import LOCAL_ENGINE, Engine, Resources
+from features.faces.extract import with_clip_idx
 from features.faces.pool import n_workers
 from features.faces.source import CropSource
 
@@ -120,12 +122,12 @@ def _no_scope(unit: Unit) -> AbstractContextManager[UnitHooks]:
 
 
 def frames_table(faces: pd.DataFrame, videos: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    """One row per face with its video's label, group and fold; sorted by (video, frame, face).
+    """One row per face with its video's label, group, fold and clip; sorted by (video, frame, face).
 
     Rows with a fold are OOF/training rows; rows without one (test split, unlabelled) are test rows,
     scored by every fold model. A fold without a label cannot be trained on, so it is an error.
     """
-    frames = faces[FACE_KEY + ["crop_idx"]].merge(
+    frames = with_clip_idx(faces)[FACE_KEY + ["crop_idx", "clip_idx"]].merge(
         videos[["video_id", "label", "group"]], on="video_id", how="left", validate="many_to_one"
     ).merge(folds[["video_id", "fold"]], on="video_id", how="left", validate="many_to_one")
     unknown = frames.loc[frames["group"].isna(), "video_id"].unique()
@@ -218,13 +220,16 @@ def plan_units(
     folds = sorted(int(k) for k in frames["fold"].dropna().unique())
     if len(folds) < 2:
         raise ValueError(f"out-of-fold training needs at least 2 folds with faces; got {folds}")
-    data_key = config_hash(frames.astype({"fold": "float64", "label": "float64"}), crops_key)
+    rows = frames.drop(columns="clip_idx", errors="ignore").astype({"fold": "float64", "label": "float64"})
+    data_key = config_hash(rows, crops_key)
+    clip_key = config_hash(with_clip_idx(frames)[FACE_KEY + ["clip_idx"]])  # what pair/track items read
     units = []
     for name, lcfg in learners.items():
+        unit_data = data_key if input_kind(lcfg) == FRAME else config_hash(data_key, clip_key)
         for k in [REFIT_FOLD] if refit else folds:
             seed = unit_seed(train_cfgs[name].seed, name, k)
             tcfg = dataclasses.replace(train_cfgs[name], seed=seed)
-            key = config_hash(lcfg, tcfg, k, data_key)
+            key = config_hash(learner_key(lcfg), tcfg, k, unit_data)
             units.append(Unit(name, k, seed, key, Path(units_dir) / name / f"{unit_name(k)}-{key}"))
     return units
 
@@ -259,6 +264,11 @@ def throughput(history: list[dict], n_predicted: int, predict_seconds: float) ->
             "predict_faces_per_s": n_predicted / predict_seconds if predict_seconds > 0 else float("nan")}
 
 
+def n_crops(crops: Crops, rows: np.ndarray) -> int:
+    """Face crops the items `rows` read: one each, or their pair's or track's length."""
+    return int(crops.lengths()[rows].sum()) if isinstance(crops, CropSequences) else len(rows)
+
+
 def _unit_preds(frames: pd.DataFrame, rows: np.ndarray, logits: np.ndarray, role: str, fold: int) -> pd.DataFrame:
     out = frames.loc[rows, FACE_KEY].reset_index(drop=True)
     out["role"] = role
@@ -276,9 +286,13 @@ def train_unit(
     hooks: UnitHooks,
     progress: bool = True,
 ) -> UnitResult:
-    """Train one fold model, predict its held-out fold and the test faces, write the unit atomically."""
+    """Train one fold model, predict its held-out fold and the test faces, write the unit atomically.
+
+    A pair or track learner trains and predicts its own items (base_learners.inputs), keyed by
+    their first face; their label, group and fold are their video's."""
     t0 = time.perf_counter()
     tcfg = dataclasses.replace(tcfg, seed=unit.seed)
+    frames, crops = learner_inputs(frames, crops, input_kind(lcfg))
     fold = frames["fold"]
     train_rows = np.flatnonzero((fold.notna() & (fold != unit.fold)).to_numpy())
     oof_rows = np.flatnonzero((fold == unit.fold).fillna(False).to_numpy())
@@ -308,7 +322,7 @@ def train_unit(
         "train_video_ids": sorted(set(frames["video_id"].to_numpy()[train_rows].astype(str))),
         "n_train": int(len(train_rows)), "n_oof": int(len(oof_rows)), "n_test": int(len(test_rows)),
         "train_seconds": time.perf_counter() - t0,
-        "throughput": throughput(result.history, len(preds), predict_seconds),
+        "throughput": throughput(result.history, n_crops(crops, oof_rows) + n_crops(crops, test_rows), predict_seconds),
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write_with(unit.dir / UNIT_FILES[0], lambda p: torch.save(state, p))
@@ -354,18 +368,19 @@ def combine(frames: pd.DataFrame, results: list[UnitResult]) -> pd.DataFrame:
 
 
 def check_oof(frame_preds: pd.DataFrame, frames: pd.DataFrame, results: list[UnitResult]) -> None:
-    """Raise OOFIntegrityError unless every labelled face has exactly one OOF row per learner, from a
-    model whose training videos exclude its video, and every test face one row per learner averaged
-    over all of that learner's fold models."""
+    """Raise OOFIntegrityError unless every labelled face (every pair or track item, for such
+    learners) has exactly one OOF row per learner, from a model whose training videos exclude its
+    video, and every test item one row per learner averaged over all of that learner's fold models."""
     n_folds = frames["fold"].nunique()
-    labelled = frames[frames["fold"].notna()]
-    test = frames[frames["fold"].isna()]
     trained_on = {(r.unit.learner, r.unit.fold): set(r.info["train_video_ids"]) for r in results}
+    kinds = {r.unit.learner: input_kind(from_dict(LearnerConfig, r.info["learner_config"])) for r in results}
     for learner, rows in frame_preds.groupby("learner"):
+        items, _ = learner_inputs(frames, None, kinds[learner])
+        labelled, test = items[items["fold"].notna()], items[items["fold"].isna()]
         oof = rows[rows["fold"].notna()].merge(labelled[FACE_KEY + ["fold"]], on=FACE_KEY, how="outer",
                                               suffixes=("", "_true"), indicator=True)
         if (oof["_merge"] != "both").any() or oof.duplicated(FACE_KEY).any():
-            raise OOFIntegrityError(f"{learner}: OOF rows do not cover each labelled face exactly once")
+            raise OOFIntegrityError(f"{learner}: OOF rows do not cover each labelled {kinds[learner]} item exactly once")
         if (oof["fold"] != oof["fold_true"]).any():
             raise OOFIntegrityError(f"{learner}: OOF rows predicted by the wrong fold's model")
         for k, part in oof.groupby("fold"):
@@ -375,7 +390,7 @@ def check_oof(frame_preds: pd.DataFrame, frames: pd.DataFrame, results: list[Uni
         t = rows[rows["fold"].isna()]
         if len(t) != len(test) or not t.set_index(FACE_KEY).index.sort_values().equals(
                 test.set_index(FACE_KEY).index.sort_values()):
-            raise OOFIntegrityError(f"{learner}: test rows do not cover each test face exactly once")
+            raise OOFIntegrityError(f"{learner}: test rows do not cover each test {kinds[learner]} item exactly once")
         models = [r for r in results if r.unit.learner == learner]
         if len(models) != n_folds:
             raise OOFIntegrityError(f"{learner}: {len(models)} fold models for {n_folds} folds")

@@ -10,17 +10,18 @@ the normalisation) plus `learner_name`/`variant`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from base_learners.meso import MESO_MEAN, MESO_STD, Meso4, MesoInception4
+from base_learners.sequence import SEQUENCE_LEARNERS, SequenceConfig, SequenceLearner
 from base_learners.spectral import SPECTRUM_MEAN, SPECTRUM_STD, SpectrumMLP
 from base_learners.timm_learners import DEFAULT_VARIANTS, TimmLearner, create_timm
 from base_learners.views import build_view
-from features.common import Registry
+from features.common import Registry, to_dict
 
 
 @dataclass
@@ -31,7 +32,9 @@ class LearnerConfig:
     to `input_size`): a tighter view of the swapped inner face with less background. Learners with
     different views make less correlated errors, which is what a stack feeds on (DFDC teams varied
     the crop margin per model for the same reason). `view` is the fixed input filter of
-    base_learners.views ("rgb", "gray", "highpass" with `view_sigma` in model-input pixels).
+    base_learners.views ("rgb", "gray", "highpass" with `view_sigma` in model-input pixels; "delta"
+    reads a face and the same track's face in the next frame, base_learners.inputs). `sequence`
+    configures the `sequence` learner's recurrent part (None: SequenceConfig's defaults).
     """
 
     name: str
@@ -43,6 +46,16 @@ class LearnerConfig:
     pretrained: bool = False  # off by default: the demo machine has no internet
     weights_path: str | None = None  # a local state dict (e.g. an ImageNet or earlier checkpoint)
     drop_rate: float = 0.2
+    sequence: SequenceConfig | None = None  # the `sequence` learner only (base_learners.sequence)
+
+
+def learner_key(cfg: LearnerConfig) -> dict:
+    """The config as its units' cache key sees it: `sequence` left out where unset, so the units
+    of frame learners trained before sequence learners existed stay valid."""
+    fields = to_dict(cfg)
+    if fields["sequence"] is None:
+        del fields["sequence"]
+    return fields
 
 
 LEARNERS: Registry[Callable[[LearnerConfig], nn.Module]] = Registry("learner")
@@ -119,6 +132,21 @@ def _spectrum(cfg: LearnerConfig) -> nn.Module:
         raise ValueError(f"learner {cfg.name!r} has neither pretrained weights nor variants")
     model = SpectrumMLP(input_size=cfg.input_size, drop_rate=cfg.drop_rate)
     model.mean, model.std, model.variant = SPECTRUM_MEAN, SPECTRUM_STD, cfg.name
+    return model
+
+
+# ---- temporal learners (issue 16: errors between frames; base_learners.sequence)
+ENCODERS = ("meso4", "mesoinception4", *DEFAULT_VARIANTS)  # the CNN families: each has an `embed`
+
+
+@LEARNERS.register(SEQUENCE_LEARNERS[0])
+def _sequence(cfg: LearnerConfig) -> nn.Module:
+    seq = cfg.sequence or SequenceConfig()
+    if seq.encoder not in ENCODERS:
+        raise ValueError(f"sequence: unknown encoder {seq.encoder!r}; valid: {', '.join(ENCODERS)}")
+    encoder = LEARNERS.get(seq.encoder)(replace(cfg, name=seq.encoder, sequence=None))
+    model = SequenceLearner(encoder, seq, cfg.drop_rate)
+    model.mean, model.std, model.variant = encoder.mean, encoder.std, f"{encoder.variant}+{seq.rnn}"
     return model
 
 

@@ -63,6 +63,15 @@ class TimmLearner(nn.Module):
         names = [name for name, mod in self.net.named_modules() if mod is head]
         return tuple(f"{name}." for name in names)
 
+    @property
+    def embed_dim(self) -> int:
+        return self.net.num_features
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, embed_dim): the pooled features the classifier reads (a sequence learner's per-frame
+        features, base_learners.sequence)."""
+        return self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1) + self.logit_offset
 

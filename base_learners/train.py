@@ -106,9 +106,11 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"epochs and batch_size must be >= 1; got {cfg.epochs}, {cfg.batch_size}")
 
 
-def _check_crops(crops: np.ndarray) -> None:
-    if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8:
-        raise ValueError(f"crops must be (N, S, S, 3) uint8 RGB; got {crops.shape} {crops.dtype}")
+def _check_crops(crops) -> None:
+    """(N, S, S, 3) uint8 RGB crops, or the crop stacks of pair/track items (base_learners.inputs)."""
+    shape = crops.frame_shape if hasattr(crops, "frame_shape") else crops.shape[1:]
+    if len(shape) != 3 or shape[-1] != 3 or crops.dtype != np.uint8:
+        raise ValueError(f"crops must be (N, S, S, 3) uint8 RGB; got (N, {', '.join(map(str, shape))}) {crops.dtype}")
 
 
 def inner_split(groups: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +124,8 @@ def inner_split(groups: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray,
 
 class CropDataset(Dataset):
     """Crops -> (the learner's view: central `crop_frac`, augmented, resized uint8 HWC; label).
-    Normalisation happens on the device."""
+    Normalisation happens on the device. An item that is a stack of a track's crops (T, S, S, 3)
+    gives (T, size, size, 3), every crop cut and augmented alike (one RNG seed per item)."""
 
     def __init__(self, crops, labels, size: int, aug: AugmentConfig | None, seed: int,
                  crop_frac: float = 1.0):
@@ -134,13 +137,21 @@ class CropDataset(Dataset):
         return len(self.crops)
 
     def __getitem__(self, i: int):
-        img = center_crop(self.crops[i], self.crop_frac)
-        if self.aug is None:
-            img = resize(img, self.size)
-        else:  # one RNG per (seed, epoch, row): independent of workers and batch order
-            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-            img = augment(img, self.size, self.aug, rng)
+        item = self.crops[i]
+        if item.ndim == 4:
+            img = np.stack([self._view(crop, i) for crop in item])
+        else:
+            img = self._view(item, i)
         return torch.from_numpy(np.ascontiguousarray(img)), torch.tensor(float(self.labels[i]))
+
+    def _view(self, crop: np.ndarray, i: int) -> np.ndarray:
+        img = center_crop(crop, self.crop_frac)
+        if self.aug is None:
+            return resize(img, self.size)
+        # one RNG per (seed, epoch, row): independent of workers and batch order (and the same
+        # draws for every crop of a pair or track: augment's draws do not depend on the pixels)
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        return augment(img, self.size, self.aug, rng)
 
 
 def _crop_frac(model: nn.Module) -> float:
@@ -150,8 +161,13 @@ def _crop_frac(model: nn.Module) -> float:
 
 def _to_input(x: torch.Tensor, model: nn.Module, device: torch.device, channels_last: bool):
     """uint8 (B, S, S, 3) -> the learner's input view, normalised float (B, 3, S, S) on the device
-    (uint8 is 4x lighter to move; the view filters on the device, in training and prediction alike)."""
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(PIXEL_MAX)
+    (uint8 is 4x lighter to move; the view filters on the device, in training and prediction alike).
+    Pairs (B, 2, S, S, 3) reach the view as (B, 6, S, S), this crop's channels first."""
+    x = x.to(device, non_blocking=True)
+    if x.ndim == 5:
+        x = x.permute(0, 1, 4, 2, 3).flatten(1, 2).float().div_(PIXEL_MAX)
+    else:
+        x = x.permute(0, 3, 1, 2).float().div_(PIXEL_MAX)
     view = getattr(model, "input_view", None)
     if view is not None:
         x = view(x)
@@ -161,6 +177,23 @@ def _to_input(x: torch.Tensor, model: nn.Module, device: torch.device, channels_
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x
+
+
+def _logits(model: nn.Module, x, device: torch.device, cfg: TrainConfig, tta_flip: bool = False) -> torch.Tensor:
+    """Float logits of a loader batch: crops (or pairs), or tracks as (frames, lengths)
+    (base_learners.inputs.CropSequences.collate); with `tta_flip`, the mean over the inputs and
+    their mirror images. The view and normalisation run in float32, the model under autocast."""
+    lengths = None
+    if isinstance(x, (tuple, list)):
+        x, lengths = x
+    x = _to_input(x, model, device, cfg.channels_last and device.type == "cuda")
+
+    def run(inputs: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, cfg):
+            return (model(inputs) if lengths is None else model(inputs, lengths)).float()
+
+    z = run(x)
+    return (z + run(torch.flip(x, dims=[3]))) / 2 if tta_flip else z
 
 
 def _autocast(device: torch.device, cfg: TrainConfig):
@@ -268,6 +301,7 @@ def _loader(crops, labels, model: nn.Module, cfg: TrainConfig, balance_sampler: 
         worker_init_fn=_init_loader_worker if cfg.num_workers > 0 else None,
         drop_last=len(ds) > cfg.batch_size,  # no size-1 batch for batch norm
         pin_memory=resolve_device(cfg.device).type == "cuda",
+        collate_fn=getattr(crops, "collate", None),  # pairs and tracks (base_learners.inputs)
     )
 
 
@@ -288,15 +322,12 @@ def _rebalance_weight(labels: np.ndarray, cfg: TrainConfig) -> float:
 
 
 def _train_epoch(model, loader, opt, sched, scaler, loss_fn, device, cfg, desc, progress) -> tuple[float, int]:
-    """One pass over the loader; returns (mean training loss, samples seen)."""
+    """One pass over the loader; returns (mean training loss per item, face crops seen)."""
     model.train()
-    total, n = 0.0, 0
-    channels_last = cfg.channels_last and device.type == "cuda"
+    total, n, faces = 0.0, 0, 0
     for x, y in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        x = _to_input(x, model, device, channels_last)
         y = y.to(device)
-        with _autocast(device, cfg):
-            loss = loss_fn(model(x).float(), y)
+        loss = loss_fn(_logits(model, x, device, cfg), y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if cfg.grad_clip_norm > 0:
@@ -307,7 +338,17 @@ def _train_epoch(model, loader, opt, sched, scaler, loss_fn, device, cfg, desc, 
         sched.step()
         total += float(loss.detach()) * len(y)
         n += len(y)
-    return total / max(n, 1), n
+        faces += n_faces(x)
+    return total / max(n, 1), faces
+
+
+def n_faces(batch) -> int:
+    """Face crops in a loader batch: one per crop, two per pair, a track's length per track (its
+    pairs and one more, for a track read as pairs)."""
+    if isinstance(batch, (tuple, list)):
+        steps, lengths = batch
+        return len(steps) + (len(lengths) if steps.ndim == 5 else 0)
+    return batch.shape[0] * batch.shape[1] if batch.ndim == 5 else len(batch)
 
 
 class _EarlyStopping:
@@ -416,7 +457,8 @@ def _log_loss(y: np.ndarray, logits: np.ndarray) -> float:
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, crops: np.ndarray, cfg: TrainConfig) -> np.ndarray:
-    """Logits (N,) float32 for every crop: eval mode, resize + normalise, no augmentation.
+    """Logits (N,) float32 for every crop (or pair or track item of base_learners.inputs): eval
+    mode, resize + normalise, no augmentation.
 
     Crops are resized in `cfg.num_workers` DataLoader workers with the same OpenCV resize as
     training (in this process when 0): on a GPU, resizing 380 px crops one by one in the main
@@ -426,22 +468,17 @@ def predict_logits(model: nn.Module, crops: np.ndarray, cfg: TrainConfig) -> np.
     _check_crops(crops)
     device = resolve_device(cfg.device)
     model.to(device).eval()
-    channels_last = cfg.channels_last and device.type == "cuda"
     ds = CropDataset(crops, np.zeros(len(crops), np.float32), model.input_size, None, cfg.seed,
                      _crop_frac(model))
     workers = cfg.num_workers if len(crops) > cfg.predict_batch_size else 0
     loader = DataLoader(ds, batch_size=cfg.predict_batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_init_loader_worker if workers else None,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", collate_fn=getattr(crops, "collate", None))
     out = np.empty(len(crops), dtype=np.float32)
     start = 0
     with _threads(cfg.num_threads), _cudnn_autotune(device):
         for batch, _ in loader:
-            x = _to_input(batch, model, device, channels_last)
-            with _autocast(device, cfg):
-                z = model(x).float()
-                if cfg.tta_flip:
-                    z = (z + model(torch.flip(x, dims=[3])).float()) / 2
-            out[start : start + len(batch)] = z.cpu().numpy()
-            start += len(batch)
+            z = _logits(model, batch, device, cfg, cfg.tta_flip)
+            out[start : start + len(z)] = z.cpu().numpy()
+            start += len(z)
     return out

@@ -191,6 +191,39 @@ class FFTView(nn.Module):
         return (HIGHPASS_MID + FFT_SPREAD * (logamp - mu) / sd).clamp_(0.0, 1.0).to(x.dtype)
 
 
+# ---------------------------------------------------------------- a view of two frames (issue 16)
+# A swap is re-rendered frame by frame: its position, scale and colour jitter (flicker) and its
+# boundary moves against the head, while a real face changes smoothly. A learner that sees only
+# what changed between a face and the same track's face in the next frame of the clip reads that
+# evidence directly, and none of the still-image texture the frame learners read.
+DELTA_GAIN = 4.0  # frame-to-frame changes of a steady face are mostly within +-0.05
+
+
+@VIEWS.register("delta")
+class DeltaView(nn.Module):
+    """Mid-grey + DELTA_GAIN x (next frame's crop - this crop), per channel, clamped to [0, 1].
+
+    Input: (B, 6, S, S), this crop's RGB and then the next one's (base_learners.inputs gives such
+    pairs to a learner whose view reads FRAMES = 2). A face that did not change gives exactly
+    mid-grey."""
+
+    FRAMES = 2
+
+    def __init__(self, sigma: float | None = None):
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 2 * len(LUMA):
+            raise ValueError(f"the delta view reads two RGB crops stacked on channels (6); got {x.shape[1]}")
+        now, later = x[:, :3], x[:, 3:]
+        return (HIGHPASS_MID + DELTA_GAIN * (later - now)).clamp_(0.0, 1.0)
+
+
+def view_frames(name: str) -> int:
+    """How many consecutive crops of a track the view `name` reads (1 for every view but delta)."""
+    return int(getattr(VIEWS.get(name), "FRAMES", 1))
+
+
 def build_view(name: str, sigma: float | None = None) -> nn.Module:
     """The view registered as `name` (unknown names list the valid ones)."""
     return VIEWS.get(name)(sigma=sigma)

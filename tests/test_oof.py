@@ -196,13 +196,19 @@ def test_merge_train_config_rejects_unknown_keys():
         merge_train_config(TRAIN, {"learning_rate": 0.1}, "train_overrides.meso4")
 
 
+def run_units(units_dir: Path, scope) -> None:
+    """The run the kill test interrupts (run in a subprocess by `kill_during_second_unit`)."""
+    faces, videos, folds = make_tables()
+    frames = frames_table(faces, videos, folds)
+    run_oof(frames, make_crops(frames), LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, scope, progress=False)
+
+
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
     from contextlib import contextmanager
     from pathlib import Path
     sys.path.insert(0, {tests!r})
-    from test_oof import make_tables, make_crops, LEARNERS, TRAIN, CROPS_KEY
-    from base_learners.oof import frames_table, run_oof
+    from {module} import run_units
 
     units_dir = Path(sys.argv[1])
     started = []
@@ -220,20 +226,17 @@ KILL_SCRIPT = textwrap.dedent("""
         started.append(unit)
         yield Hooks()
 
-    faces, videos, folds = make_tables()
-    frames = frames_table(faces, videos, folds)
-    run_oof(frames, make_crops(frames), LEARNERS, {{"meso4": TRAIN}}, units_dir, CROPS_KEY, scope, progress=False)
+    run_units(units_dir, scope)
 """)
 POLL_S, KILL_WAIT_S = 0.2, 240
 
 
-def test_resume_after_kill_matches_an_uninterrupted_run(data, first_run, tmp_path):
-    frames, crops = data
-    _, uninterrupted = first_run
-    units_dir = tmp_path / "units"
+def kill_during_second_unit(module: str, units_dir: Path, tmp_path: Path) -> list[str]:
+    """Run `module.run_units` in a subprocess, SIGKILL it while its second unit trains, and return
+    the unit folders that finished (a resumed run must then redo only the rest)."""
     units_dir.mkdir()
     script = tmp_path / "kill_me.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent), module=module))
     proc = subprocess.Popen([sys.executable, str(script), str(units_dir)])
     try:
         deadline = time.monotonic() + KILL_WAIT_S
@@ -245,7 +248,14 @@ def test_resume_after_kill_matches_an_uninterrupted_run(data, first_run, tmp_pat
     finally:
         proc.kill()
         proc.wait()
-    done = sorted(p.parent.name for p in units_dir.rglob(UNIT_FILES[-1]))
+    return sorted(p.parent.name for p in units_dir.rglob(UNIT_FILES[-1]))
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(data, first_run, tmp_path):
+    frames, crops = data
+    _, uninterrupted = first_run
+    units_dir = tmp_path / "units"
+    done = kill_during_second_unit("test_oof", units_dir, tmp_path)
     assert len(done) == 1  # exactly the first unit finished before the kill
     resumed = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, progress=False)
     assert [r.cached for r in resumed.units] == [True, False]

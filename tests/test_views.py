@@ -65,13 +65,13 @@ def test_gray_drops_colour_keeps_luma():
 
 
 def test_view_config_errors():
-    with pytest.raises(KeyError, match="valid: chroma, fft, gray, highpass, rgb, srm"):
+    with pytest.raises(KeyError, match="valid: chroma, delta, fft, gray, highpass, rgb, srm"):
         build_learner(LearnerConfig("meso4", input_size=SIZE, view="sobel"))
     with pytest.raises(ValueError, match="view_sigma"):
         build_learner(LearnerConfig("meso4", input_size=SIZE, view="highpass", view_sigma=0.0))
     with pytest.raises(ValueError, match="too small"):
         build_view("highpass", 4.0)(torch.zeros(1, 3, 8, 8))
-    assert VIEWS.names() == ["chroma", "fft", "gray", "highpass", "rgb", "srm"]
+    assert VIEWS.names() == ["chroma", "delta", "fft", "gray", "highpass", "rgb", "srm"]
     assert abs(float(gaussian_kernel(1.0).sum()) - 1.0) < 1e-6
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from features.common import ConfigError
+from features.faces.decode import CLIP_DECODERS
 
 RUNTIME_FIELDS = ("workers", "decode_threads")  # do not change a single bit of the results
+SINGLE_FRAME_CLIPS = 1  # clip_len of the single-frame sampling every cache before clips was made with
 # torch threads per detecting process, whatever the worker count: MTCNN's float results differ in the
 # last bits between thread counts (and between batch compositions, hence batch_size is in the cache
 # key), and that would make a cache filled with workers=1 differ from one filled by a pool. Parallelism
@@ -22,7 +24,9 @@ DETECT_THREADS = 1
 class FaceConfig:
     """Every setting of the face stage. The fields outside RUNTIME_FIELDS form the cache key."""
 
-    n_frames: int = 32  # frames sampled evenly over each video (DFDC winners used 32)
+    n_frames: int = 32  # frames (or clips) sampled evenly over each video (DFDC winners used 32)
+    clip_len: int = 1  # consecutive frames at each sampled position (temporal learners read them);
+    # 1: single frames, as before (and the same cache key)
     decoder: str = "opencv"  # features.faces.decode.DECODERS: opencv (every frame) | pyav_ref (reference frames)
     detect_scale: float = 0.5  # downscale before detection (0.5 suits 1080p)
     detect_max_side: int | None = None  # also cap the long side at this many pixels (mixed resolutions)
@@ -53,7 +57,9 @@ class FaceConfig:
             "max_faces >= 1": self.max_faces >= 1, "margin >= 0": self.margin >= 0,
             "crop_size >= 1": self.crop_size >= 1, "batch_size >= 1": self.batch_size >= 1,
             "workers >= 0": self.workers >= 0, "detect_every >= 1": self.detect_every >= 1,
-            "0 < carry_iou <= 1": 0 < self.carry_iou <= 1,
+            "0 < carry_iou <= 1": 0 < self.carry_iou <= 1, "clip_len >= 1": self.clip_len >= 1,
+            f"clip_len > 1 only with decoder {' or '.join(CLIP_DECODERS)} (clips need every frame)":
+                self.clip_len == 1 or self.decoder in CLIP_DECODERS,
         }
         failed = [name for name, ok in checks.items() if not ok]
         if failed:

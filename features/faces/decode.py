@@ -57,6 +57,11 @@ class Frames:
     n_stream: int  # frames decodable in the whole stream
     rotation: int = 0  # degrees applied (by OpenCV or by us) to make frames upright
     notes: list[str] = field(default_factory=list)  # anomalies worth a line in the status message
+    clip: list[int] | None = None  # per image, the sampled position (clip) it belongs to; None: its own
+
+    def clip_of(self) -> list[int]:
+        """Each image's clip: its sampling position (clip_len consecutive frames share one)."""
+        return list(range(len(self.images))) if self.clip is None else list(self.clip)
 
 
 def sample_indices(n_stream: int, n: int) -> list[int]:
@@ -66,6 +71,24 @@ def sample_indices(n_stream: int, n: int) -> list[int]:
     if n_stream <= n:
         return list(range(n_stream))
     return np.unique(np.round(np.linspace(0, n_stream - 1, n)).astype(int)).tolist()
+
+
+def clip_indices(n_stream: int, n: int, clip_len: int) -> tuple[list[int], list[int]]:
+    """(frame indices, clip of each): `n` clips of `clip_len` consecutive frames, their starts evenly
+    spaced over the stream (first clip at frame 0, last one ending on the last frame).
+
+    Clips never overlap: a stream too short for `n` of them gets as many as fit (at least one, cut
+    to the stream's length). With clip_len 1 this is `sample_indices`, each frame its own clip.
+    """
+    if clip_len <= 1:
+        idx = sample_indices(n_stream, n)
+        return idx, list(range(len(idx)))
+    if n_stream <= 0 or n <= 0:
+        return [], []
+    n_clips = max(1, min(n, n_stream // clip_len))
+    starts = sample_indices(max(n_stream - clip_len + 1, 1), n_clips)  # starts >= clip_len apart
+    idx = [s + t for s in starts for t in range(clip_len) if s + t < n_stream]
+    return idx, [i // clip_len for i in range(len(idx))]
 
 
 def upright(frame: np.ndarray, rotation: int) -> np.ndarray:
@@ -128,9 +151,12 @@ def _decode_pass(path: Path, keep: list[int], threads: int) -> tuple[list, list[
         cap.release()
 
 
-def read_frames(path: Path | str, n_frames: int, threads: int = 0, decoder: str = "opencv") -> Frames:
+def read_frames(path: Path | str, n_frames: int, threads: int = 0, decoder: str = "opencv",
+                clip_len: int = 1) -> Frames:
     """Sample `n_frames` evenly spaced, upright RGB frames (all of them if the video is shorter),
-    with the decoder named `decoder` (DECODERS).
+    with the decoder named `decoder` (DECODERS); with `clip_len` > 1, `n_frames` clips of that
+    many consecutive frames each (`clip_indices`; the opencv decoder only, as every frame of a
+    clip must be decoded).
 
     Raises FileNotFoundError for a missing file and DecodeError for anything that is not a
     decodable video; see the module docstring for how frame counts are verified.
@@ -140,10 +166,15 @@ def read_frames(path: Path | str, n_frames: int, threads: int = 0, decoder: str 
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.getsize(path) == 0:
         raise DecodeError(f"{path}: zero-byte file")
+    if clip_len > 1:
+        if decoder not in CLIP_DECODERS:
+            raise ValueError(f"clip_len {clip_len} needs a decoder that gives consecutive frames "
+                             f"({', '.join(CLIP_DECODERS)}), not {decoder!r}")
+        return _read_opencv(path, n_frames, threads, clip_len)
     return DECODERS.get(decoder)(path, n_frames, threads)
 
 
-def _read_opencv(path: Path, n_frames: int, threads: int) -> Frames:
+def _read_opencv(path: Path, n_frames: int, threads: int, clip_len: int = 1) -> Frames:
     cap = _open(path, threads)
     header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     cap.release()
@@ -151,15 +182,16 @@ def _read_opencv(path: Path, n_frames: int, threads: int) -> Frames:
     if header <= 0:
         header = _count_frames(path, threads)
         notes.append("no frame count in header: counted frames in a first pass")
-    images, idx, n_stream, rotation = _decode_pass(path, sample_indices(header, n_frames), threads)
+    keep, clip = clip_indices(header, n_frames, clip_len)
+    images, idx, n_stream, rotation = _decode_pass(path, keep, threads)
     if n_stream != header and n_stream > 0:
         notes.append(f"header said {header} frames, stream has {n_stream}: re-sampled")
-        images, idx, n_stream, rotation = _decode_pass(
-            path, sample_indices(n_stream, n_frames), threads
-        )
+        keep, clip = clip_indices(n_stream, n_frames, clip_len)
+        images, idx, n_stream, rotation = _decode_pass(path, keep, threads)
     if not images:
         raise DecodeError(f"{path}: opened but no frame could be decoded (header: {header} frames)")
-    return Frames(images, idx, n_stream, rotation, notes)
+    clip_of = dict(zip(keep, clip))
+    return Frames(images, idx, n_stream, rotation, notes, [clip_of[i] for i in idx] if clip_len > 1 else None)
 
 
 def _read_reference_frames(path: Path, n_frames: int, threads: int) -> Frames:
@@ -216,3 +248,4 @@ def _read_reference_frames(path: Path, n_frames: int, threads: int) -> Frames:
 DECODERS: Registry = Registry("decoder")
 DECODERS.register("opencv")(_read_opencv)
 DECODERS.register("pyav_ref")(_read_reference_frames)
+CLIP_DECODERS = ("opencv",)  # decoders that give every frame, so clips of consecutive frames

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from features.common import config_hash, to_dict
 from features.engine import LOCAL_ENGINE, Engine, Resources
 from features.faces import cache
-from features.faces.config import DETECT_THREADS, RUNTIME_FIELDS, FaceConfig
+from features.faces.config import DETECT_THREADS, RUNTIME_FIELDS, SINGLE_FRAME_CLIPS, FaceConfig
 from features.faces.decode import DECODERS, DecodeError, read_frames
 from features.faces.detect import build_detector, crop_face, detect_faces
 from features.faces.pool import n_workers
@@ -33,8 +33,10 @@ CACHE_VERSION = 1  # bump when the cached files change meaning; part of the cach
 STATUSES = ("ok", "no_face", "decode_error", "missing_file")
 FACE_COLUMNS = {
     "video_id": "string", "frame_idx": "int64", "face_idx": "int64", "x0": "float64", "y0": "float64",
-    "x1": "float64", "y1": "float64", "det_prob": "float64", "crop_idx": "int64",
+    "x1": "float64", "y1": "float64", "det_prob": "float64", "crop_idx": "int64", "clip_idx": "int64",
 }
+# clip_idx: the video's clips that hold a face, numbered 0.. in time order (a clip is the clip_len
+# consecutive frames of one sampled position; with clip_len 1 every frame with a face is its own)
 STATUS_COLUMNS = {
     "video_id": "string", "status": "string", "message": "string", "n_frames": "int64",
     "n_faces": "int64", "n_stream": "int64", "rotation": "int64",
@@ -52,8 +54,11 @@ class FaceResult:
 
 
 def cache_fields(cfg: FaceConfig) -> dict:
-    """The settings that change what is extracted (runtime knobs left out), plus the cache version."""
+    """The settings that change what is extracted (runtime knobs left out), plus the cache version.
+    Single-frame sampling leaves `clip_len` out, so caches made before clips existed stay valid."""
     fields = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    if fields["clip_len"] == SINGLE_FRAME_CLIPS:
+        del fields["clip_len"]
     return {**fields, "cache_version": CACHE_VERSION}
 
 
@@ -89,7 +94,8 @@ def faces_of_video(video_id: str, path: Path, cfg: FaceConfig, detector):
     """
     empty = np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8)
     try:
-        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder)
+        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder,
+                             clip_len=cfg.clip_len)
     except FileNotFoundError as err:
         return _empty_faces(), empty, status_row(video_id, "missing_file", str(err))
     except (DecodeError, cv2.error) as err:
@@ -107,13 +113,14 @@ def faces_of_video(video_id: str, path: Path, cfg: FaceConfig, detector):
 def _faces_and_crops(video_id: str, frames, dets, cfg: FaceConfig) -> tuple[pd.DataFrame, np.ndarray]:
     """Faces rows (tracked, ordered by frame then face_idx, crop_idx = row) and their crops."""
     rows, crops = [], []
-    for image, fidx, det in zip(frames.images, frames.frame_idx, dets):
+    for image, fidx, clip, det in zip(frames.images, frames.frame_idx, frames.clip_of(), dets):
         for box, prob in zip(det.boxes, det.probs):
-            rows.append((fidx, *box, prob))
+            rows.append((fidx, clip, *box, prob))
             crops.append(crop_face(image, box, cfg.margin, cfg.crop_size))
     if not rows:
         return _empty_faces(), np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8)
-    faces = pd.DataFrame(rows, columns=["frame_idx", "x0", "y0", "x1", "y1", "det_prob"])
+    faces = pd.DataFrame(rows, columns=["frame_idx", "clip_idx", "x0", "y0", "x1", "y1", "det_prob"])
+    faces["clip_idx"] = dense_rank(faces["clip_idx"])
     boxes = faces[["x0", "y0", "x1", "y1"]]
     faces["face_idx"] = link_tracks(faces["frame_idx"], boxes, faces["det_prob"], cfg.track_iou)
     faces.insert(0, "video_id", video_id)
@@ -121,6 +128,21 @@ def _faces_and_crops(video_id: str, frames, dets, cfg: FaceConfig) -> tuple[pd.D
     faces = faces.loc[order].reset_index(drop=True)
     faces["crop_idx"] = np.arange(len(faces), dtype=np.int64)
     return faces[list(FACE_COLUMNS)].astype(FACE_COLUMNS), np.stack([crops[i] for i in order])
+
+
+def dense_rank(values: pd.Series) -> np.ndarray:
+    """0, 1, 2 ... in the order of the distinct values (clips that hold a face, in time order)."""
+    return np.unique(values.to_numpy(), return_inverse=True)[1].astype(np.int64)
+
+
+def with_clip_idx(faces: pd.DataFrame) -> pd.DataFrame:
+    """Faces rows with `clip_idx`; rows made before clips existed (always single frames: a cache
+    entry, an older run's faces table) get each frame with a face as its own clip, as a fresh
+    extraction numbers them."""
+    if "clip_idx" in faces.columns:
+        return faces
+    rank = faces.groupby("video_id", sort=False)["frame_idx"].rank(method="dense")
+    return faces.assign(clip_idx=rank.astype(np.int64) - 1)
 
 
 def _empty_faces() -> pd.DataFrame:
@@ -254,7 +276,7 @@ def collect_results(video_ids: list[str], missing: dict, crops_dir: Path) -> Fac
             raise RuntimeError(f"{crops_dir}: video {video_id!r} has no result after extraction")
         statuses.append({k: marker[k] for k in STATUS_COLUMNS})
         if marker["status"] == "ok":
-            faces.append(cache.read_faces(crops_dir, video_id))
+            faces.append(with_clip_idx(cache.read_faces(crops_dir, video_id)))
     status = pd.DataFrame(statuses, columns=list(STATUS_COLUMNS)).astype(STATUS_COLUMNS)
     face_table = pd.concat(faces, ignore_index=True) if faces else _empty_faces()
     return FaceResult(face_table.astype(FACE_COLUMNS), status, crops_dir)

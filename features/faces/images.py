@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from features.common import config_hash
 from features.faces import cache
 from features.corpus.face_csv import IMAGE_EXTENSIONS
-from features.faces.config import FaceConfig
-from features.faces.decode import sample_indices
+from features.faces.config import SINGLE_FRAME_CLIPS, FaceConfig
+from features.faces.decode import clip_indices
 from features.engine import LOCAL_ENGINE, Engine, Resources
 from features.faces.pool import n_workers
-from features.faces.extract import (CACHE_VERSION, FACE_COLUMNS, FaceResult, collect_results, is_done,
-                                    source_key, status_row, visible_or_raise)
+from features.faces.extract import (CACHE_VERSION, FACE_COLUMNS, FaceResult, collect_results, dense_rank,
+                                    is_done, source_key, status_row, visible_or_raise)
 
 SOURCE = "face_images"  # in the cache key: these crops were never detected here
 PRELOAD = ["features.faces.images"]  # imported once by the forkserver
@@ -37,24 +37,27 @@ IMAGES_PER_TASK = 64  # a distributed engine's task: one image is milliseconds o
 
 def cache_fields(cfg: FaceConfig) -> dict:
     """What decides the imported crops (load_crops reads crop_format and crop_size back)."""
+    clips = {} if cfg.clip_len == SINGLE_FRAME_CLIPS else {"clip_len": cfg.clip_len}
     return {"source": SOURCE, "crop_size": cfg.crop_size, "crop_format": cfg.crop_format,
-            "n_frames": cfg.n_frames, "cache_version": CACHE_VERSION}
+            "n_frames": cfg.n_frames, **clips, "cache_version": CACHE_VERSION}
 
 
-def _frame_files(path: Path, n_frames: int) -> list[Path]:
-    """The images to import: the file itself, or `n_frames` of a folder's images evenly spaced over
-    them in name order (the frames of one video, as a face set stores them)."""
+def _frame_files(path: Path, n_frames: int, clip_len: int) -> tuple[list[Path], list[int]]:
+    """The images to import and the clip of each: the file itself, or `n_frames` of a folder's
+    images evenly spaced over them in name order (the frames of one video, as a face set stores
+    them), in clips of `clip_len` neighbouring images."""
     if path.is_file():
-        return [path]
+        return [path], [0]
     files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-    return [files[i] for i in sample_indices(len(files), n_frames)]
+    idx, clips = clip_indices(len(files), n_frames, clip_len)
+    return [files[i] for i in idx], clips
 
 
 def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> None:
     visible_or_raise(path)
     rows, crops, unreadable = [], [], []
-    files = _frame_files(path, cfg.n_frames)
-    for frame_idx, file in enumerate(files):
+    files, clips = _frame_files(path, cfg.n_frames, cfg.clip_len)
+    for frame_idx, (file, clip) in enumerate(zip(files, clips)):
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
             unreadable.append(file.name)
@@ -63,8 +66,10 @@ def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> 
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         crops.append(cv2.resize(rgb, (cfg.crop_size, cfg.crop_size), interpolation=cv2.INTER_AREA))
         rows.append({"video_id": video_id, "frame_idx": frame_idx, "face_idx": 0, "x0": 0.0, "y0": 0.0,
-                     "x1": float(w), "y1": float(h), "det_prob": GIVEN_DET_PROB, "crop_idx": len(rows)})
+                     "x1": float(w), "y1": float(h), "det_prob": GIVEN_DET_PROB, "crop_idx": len(rows),
+                     "clip_idx": clip})
     faces = pd.DataFrame(rows, columns=list(FACE_COLUMNS)).astype(FACE_COLUMNS)
+    faces["clip_idx"] = dense_rank(faces["clip_idx"])
     note = f"unreadable image(s): {', '.join(unreadable)}" if unreadable else ""
     if not rows:
         status = status_row(video_id, "decode_error", "; ".join(filter(None, [f"{path}: no readable face image", note])),

@@ -126,7 +126,8 @@ def where_time_goes(paths: dict[str, Path], cfg: FaceConfig, detector, where: Pa
         t0 = time.perf_counter()
         cv2.VideoCapture(str(path)).release()
         t1 = time.perf_counter()
-        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder)
+        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder,
+                             clip_len=cfg.clip_len)
         t2 = time.perf_counter()
         for im in frames.images:  # the same conversion again, timed alone (RGB -> BGR costs as much)
             cv2.cvtColor(im, cv2.COLOR_RGB2BGR)
@@ -159,7 +160,8 @@ def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, 
     rows, crops = [], {}
     for video_id, path in paths.items():
         t0 = time.perf_counter()
-        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder)
+        frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder,
+                             clip_len=cfg.clip_len)
         t1 = time.perf_counter()
         dets = detect_faces(detector, frames.images, cfg)
         t2 = time.perf_counter()

@@ -8,7 +8,9 @@ trains for `--epochs` epochs on `--faces` random crops of the profile's crop siz
 training loop (DataLoader workers, augmentation, AMP, channels-last: everything `fit` does), then
 predicts them with `predict_logits` (TTA as configured). The first epoch and the first prediction
 pass are warm-up (worker start, cuDNN autotuning, allocator growth); the table reports the mean of
-the later ones. Throughput does not depend on what the crops show, so no corpus is needed.
+the later ones. Throughput does not depend on what the crops show, so no corpus is needed. Pair
+and track learners (the delta view, the sequence learner: base_learners.inputs) read the crops as
+clips of the profile's `faces.clip_len` frames; their rates count face crops read, as oof.py's do.
 
 Columns: learner, variant, input size, view (crop_frac and input filter), batch size, device, train and predict faces/s, and the peak
 GPU memory of training (CUDA only). `pipelines/oof.py` records the same two rates per unit in its
@@ -25,6 +27,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from base_learners.inputs import FRAME, input_kind, learner_inputs
+from base_learners.oof import n_crops
 from base_learners.registry import build_learner
 from base_learners.train import TrainConfig, fit, predict_logits, resolve_device, seed_everything
 from pipelines.config import add_config_args, build_config
@@ -45,6 +49,17 @@ def random_crops(n: int, size: int, seed: int = BENCH_SEED) -> tuple[np.ndarray,
     return crops, labels, np.arange(n)
 
 
+def learner_items(crops: np.ndarray, kind: str, clip_len: int):
+    """(inputs, labels, groups) of a learner of input kind `kind` over random crops: the crops
+    themselves, or their pairs or tracks when consecutive crops are read as clips of `clip_len`."""
+    n = len(crops)
+    clip = np.arange(n) // clip_len
+    frames = pd.DataFrame({"video_id": clip.astype(str), "frame_idx": np.arange(n) % clip_len, "face_idx": 0,
+                           "clip_idx": 0, "label": (clip % 2).astype(np.float32), "group": clip})
+    items, inputs = learner_inputs(frames, crops, kind)
+    return inputs, items["label"].to_numpy(np.float32), items["group"].to_numpy()
+
+
 def _steady_rate(history: list[dict]) -> float:
     """Training faces/s over the epochs after the first (all of them if there is only one)."""
     steady = history[1:] or history
@@ -52,7 +67,7 @@ def _steady_rate(history: list[dict]) -> float:
 
 
 def bench_learner(lcfg, tcfg: TrainConfig, crops, labels, groups, epochs: int) -> dict:
-    """Train and predict one learner on the given crops; returns its row of the table."""
+    """Train and predict one learner on the given crops (or pairs, or tracks); returns its row."""
     device = resolve_device(tcfg.device)
     tcfg = dataclasses.replace(tcfg, epochs=epochs, inner_val_frac=0.0, early_stopping_patience=0)
     seed_everything(tcfg.seed)
@@ -72,7 +87,8 @@ def bench_learner(lcfg, tcfg: TrainConfig, crops, labels, groups, epochs: int) -
     return {"variant": getattr(res.model, "variant", lcfg.name), "input_size": lcfg.input_size,
             "crop_frac": lcfg.crop_frac, "view": _view_name(lcfg),
             "batch_size": tcfg.batch_size, "train_faces_per_s": _steady_rate(res.history),
-            "predict_faces_per_s": len(crops) * len(steady) / sum(steady), "tta_flip": tcfg.tta_flip,
+            "predict_faces_per_s": n_crops(crops, np.arange(len(crops))) * len(steady) / sum(steady),
+            "tta_flip": tcfg.tta_flip,
             "train_peak_gib": peak}
 
 
@@ -89,7 +105,9 @@ def run_benchmark(cfg: OOFConfig, n_faces: int, epochs: int) -> pd.DataFrame:
     devices = device_names(tcfgs)
     rows = []
     for name, lcfg in learners.items():
-        row = bench_learner(lcfg, tcfgs[name], crops, labels, groups, epochs)
+        kind = input_kind(lcfg)
+        inputs = (crops, labels, groups) if kind == FRAME else learner_items(crops, kind, cfg.faces.clip_len)
+        row = bench_learner(lcfg, tcfgs[name], *inputs, epochs)
         rows.append({"learner": name, "device": devices[name], **row})
         print(f"{name}: train {row['train_faces_per_s']:.0f} faces/s, "
               f"predict {row['predict_faces_per_s']:.0f} faces/s", flush=True)

@@ -18,6 +18,7 @@ import pandas as pd
 from torch import nn
 
 from base_learners.explain import MapConfig, face_maps
+from base_learners.inputs import FRAME, model_input_kind
 from meta.contributions import Contributions
 
 
@@ -45,8 +46,9 @@ class VideoCase:
     message: str
     p_fake: float
     threshold: float
-    n_frames: int  # frames the face stage samples per video
+    n_frames: int  # frames (clips) the face stage samples per video
     decoder: str = "opencv"  # the face stage's decoder (frame_idx values are its sampled frames)
+    clip_len: int = 1  # consecutive frames per sampled position (features.faces)
     faces: pd.DataFrame = field(default_factory=pd.DataFrame)  # frame_idx, face_idx, x0..y1, det_prob, crop_idx
     crops: np.ndarray | None = None  # the video's crops, row = crop_idx
     frame_preds: pd.DataFrame = field(default_factory=pd.DataFrame)  # frame_idx, face_idx, learner, prob
@@ -79,6 +81,7 @@ class Explanation:
     per_frame: pd.DataFrame  # frame_idx x learner: P(FAKE) of the most-fake face of the frame
     maps: dict[str, LearnerMaps]
     method: str
+    unmapped: list[str] = field(default_factory=list)  # learners of pairs or tracks: no per-face map
 
 
 def per_frame_probs(frame_preds: pd.DataFrame) -> pd.DataFrame:
@@ -99,9 +102,12 @@ def explain(case: VideoCase, cfg: ExplainConfig | None = None) -> Explanation:
     """The heat maps of each learner's most-fake frames (none for a video without faces)."""
     cfg = cfg or ExplainConfig()
     maps: dict[str, LearnerMaps] = {}
+    unmapped = [name for name, models in case.models.items() if model_input_kind(models[0]) != FRAME]
     if case.judged and case.crops is not None:
         crop_of = case.faces.set_index(["frame_idx", "face_idx"])["crop_idx"]
         for learner, models in case.models.items():
+            if learner in unmapped:
+                continue
             top = most_fake_faces(case.frame_preds, learner, cfg.top_frames)
             if top.empty:
                 continue
@@ -109,4 +115,4 @@ def explain(case: VideoCase, cfg: ExplainConfig | None = None) -> Explanation:
             crops = case.crops[idx]
             maps[learner] = LearnerMaps(top["frame_idx"].astype(int).tolist(), top["prob"].astype(float).tolist(),
                                         crops, face_maps(models, crops, cfg.maps))
-    return Explanation(case, per_frame_probs(case.frame_preds), maps, cfg.maps.method)
+    return Explanation(case, per_frame_probs(case.frame_preds), maps, cfg.maps.method, unmapped)

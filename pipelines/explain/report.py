@@ -99,7 +99,7 @@ def frames_section(case: VideoCase, cfg: ExplainConfig) -> str:
     if case.path is None:
         return _section("frames", "Sampled frames", _note("the video file is not available to show its frames"))
     try:
-        frames = read_frames(case.path, case.n_frames, decoder=case.decoder)
+        frames = read_frames(case.path, case.n_frames, decoder=case.decoder, clip_len=case.clip_len)
     except (FileNotFoundError, DecodeError, cv2.error) as err:
         return _section("frames", "Sampled frames", _note(f"the frames could not be decoded: {err}"))
     pick = np.unique(np.linspace(0, len(frames.images) - 1, min(cfg.strip_frames, len(frames.images))).round().astype(int))
@@ -147,8 +147,11 @@ def timeline_section(expl: Explanation) -> str:
 
 def heatmaps_section(expl: Explanation, cfg: ExplainConfig) -> str:
     case = expl.case
+    unmapped = (f" No map for {', '.join(expl.unmapped)}: each of their predictions reads several faces of one "
+                "track (a pair of frames, or a clip), not a single face.") if expl.unmapped else ""
     if not expl.maps:
-        return _section("heatmaps", "Where each learner looked", _note(_no_face_text(case)))
+        why = _no_face_text(case) if not case.judged else "No learner that reads single faces is in this ensemble."
+        return _section("heatmaps", "Where each learner looked", _note(why + unmapped))
     k = max(len(m.frames) for m in expl.maps.values())
     height = PANEL_IN * len(expl.maps) + TITLE_IN
     fig = _figure(PANEL_IN * k + 1.2, height)
@@ -170,7 +173,7 @@ def heatmaps_section(expl: Explanation, cfg: ExplainConfig) -> str:
                          fontsize=7)
     fig.subplots_adjust(left=0.06, right=0.99, bottom=0.01, top=1 - TITLE_IN / height, wspace=0.05, hspace=0.25)
     caption = (f"{expl.method} maps of each learner's {cfg.top_frames} most-fake frames, scaled to each map's "
-               "peak; red = evidence for FAKE. Outside a learner's central view the map is zero.")
+               "peak; red = evidence for FAKE. Outside a learner's central view the map is zero." + unmapped)
     return _section("heatmaps", "Where each learner looked", _img(_png(fig), "heat maps") + _note(caption))
 
 

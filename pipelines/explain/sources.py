@@ -57,7 +57,8 @@ def detector_cases(detector, verdicts: pd.DataFrame, threshold: float) -> list[V
         path = Path(v.path) if v.path and Path(v.path).is_file() else None
         cases.append(VideoCase(name=str(v.filename), path=path, status=str(v.status), message=str(v.message or ""),
                                p_fake=float(v.p_fake), threshold=threshold, n_frames=n_frames,
-                               decoder=str(detector.spec.faces.get("decoder", "opencv")), faces=faces,
+                               decoder=str(detector.spec.faces.get("decoder", "opencv")),
+                               clip_len=int(detector.spec.faces.get("clip_len", 1)), faces=faces,
                                crops=crops, frame_preds=fp, models=models, contributions=contrib,
                                context={"model": str(detector.spec.info.get("configuration", "")),
                                         "faces used": str(v.n_faces)}))
@@ -129,7 +130,8 @@ def oof_cases(best, X: pd.DataFrame, p_oof: np.ndarray, run: OOFRun, n: int) -> 
         path = Path(str(root)) / str(videos.at[vid, "path"])
         cases.append(VideoCase(name=vid, path=path if path.is_file() else None, status=str(status["status"]),
                                message=str(status["message"] or ""), p_fake=float(p_oof[pos]), threshold=DEFAULT_THRESHOLD,
-                               n_frames=face_cfg.n_frames, decoder=face_cfg.decoder, faces=rows, crops=crops,
+                               n_frames=face_cfg.n_frames, decoder=face_cfg.decoder, clip_len=face_cfg.clip_len,
+                               faces=rows, crops=crops,
                                frame_preds=fp, models=models,
                                contributions=contributions(fitted[k], row), context=context))
     return cases

@@ -26,9 +26,10 @@ from scipy.special import expit
 
 from base_learners.oof import (FACE_KEY, FRAME_PREDS_COLUMNS, frames_table, load_unit_model,
                                unit_name)
+from base_learners.inputs import input_kind, learner_inputs
 from base_learners.registry import LearnerConfig
 from base_learners.train import TrainConfig, predict_logits
-from features.aggregate import SEP, AggregateConfig, aggregate
+from features.aggregate import SEP, AggregateConfig, aggregate, learners_in
 from features.common import from_dict, to_dict
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces
@@ -152,8 +153,8 @@ class Detector:
         return usable_device(trained_on or CPU, self.device)
 
     def _frame_preds(self, faces, videos: pd.DataFrame) -> pd.DataFrame:
-        """Per face and learner: the mean logit over the learner's fold models (float64), as
-        base_learners.oof.combine gives the test rows."""
+        """Per face (pair or track item, base_learners.inputs) and learner: the mean logit over the
+        learner's fold models (float64), as base_learners.oof.combine gives the test rows."""
         if faces.faces.empty:
             return _empty_frame_preds()
         frames = frames_table(faces.faces, videos, _no_folds(videos))
@@ -164,12 +165,16 @@ class Detector:
             tcfg = from_dict(TrainConfig, ls.train_config, where=f"detector train {learner}")
             device = self._device(tcfg.device)
             tcfg = replace(tcfg, device=device) if device else tcfg
-            logits = [predict_logits(m, crops, tcfg).astype(np.float64) for m in self.models(learner)]
-            t = frames[FACE_KEY].assign(learner=learner, fold=pd.array([pd.NA] * len(frames), dtype="Int64"),
-                                        logit=np.mean(logits, axis=0))
+            kind = input_kind(from_dict(LearnerConfig, ls.learner_config, where=f"detector learner {learner}"))
+            items, inputs = learner_inputs(frames, crops, kind)
+            if items.empty:  # e.g. a pair learner on a video whose faces never show twice in a clip
+                continue
+            logits = [predict_logits(m, inputs, tcfg).astype(np.float64) for m in self.models(learner)]
+            t = items[FACE_KEY].assign(learner=learner, fold=pd.array([pd.NA] * len(items), dtype="Int64"),
+                                       logit=np.mean(logits, axis=0))
             t["prob"] = expit(t["logit"])
             tables.append(t[FRAME_PREDS_COLUMNS])
-        return pd.concat(tables, ignore_index=True)
+        return pd.concat(tables, ignore_index=True) if tables else _empty_frame_preds()
 
     def _features(self, n_rows: int, todo: pd.Index, vf: pd.DataFrame) -> pd.DataFrame:
         """The ensemble's input for every row: the judged videos' features, and for rows that never
@@ -178,9 +183,11 @@ class Detector:
         features = pd.DataFrame(np.nan, index=pd.RangeIndex(n_rows), columns=self.spec.columns)
         features[[c for c in ZERO_WITHOUT_FRAMES if c in features.columns]] = 0.0
         present = [c for c in self.spec.columns if c in vf.columns]
-        missing = [c for c in self.spec.columns if c not in vf.columns]
-        if missing and any(SEP in c for c in vf.columns):  # faces were scored, yet columns differ: drift
-            raise KeyError(f"video features lack columns the ensemble needs: {missing[:5]}")
+        scored = set(learners_in(vf))  # a learner without a row in this batch (no face, or no pair or
+        # track item) has no columns, as a video without faces has none: NaN. Others missing: drift
+        drift = [c for c in self.spec.columns if c not in vf.columns and c.split(SEP)[0] in scored]
+        if drift:
+            raise KeyError(f"video features lack columns the ensemble needs: {drift[:5]}")
         features.loc[todo, present] = vf[present].to_numpy(dtype=float)
         return features
 

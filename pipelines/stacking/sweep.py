@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 
+from features.common import ConfigError
 from meta.clipping import DEFAULT_CLIP_BOUNDS, DEFAULT_CLIP_GRID
 from meta.ensemble import STAGES, StackedEnsemble
 from meta.evaluate import comparison_rows, outer_cv_stages
@@ -25,6 +26,7 @@ from pipelines.stacking import report
 from pipelines.stacking.report import BASELINE_METAS
 
 ALL_LEARNERS = "all"
+MIN_SUBSET = 2  # a named subset of one learner would only repeat that learner's baseline
 FINAL_STAGE = STAGES[-1]
 
 
@@ -42,6 +44,9 @@ class SweepConfig:
     clip_bounds: tuple[float, float] = DEFAULT_CLIP_BOUNDS
     clip_grid: list[float] = field(default_factory=lambda: list(DEFAULT_CLIP_GRID))
     leave_one_out: bool = True  # also every subset with one learner left out
+    subsets: dict[str, list[str]] = field(default_factory=dict)  # named learner subsets swept too, e.g.
+    # {frames: [meso4, resnext]} (the ensemble without the temporal learners); learners absent from
+    # the oof run are left out of a subset, and a subset left with fewer than two is skipped
     loo_calibrations: list[str] | None = None  # calibrations on those subsets (None: calibrations)
     baselines: bool = True  # each learner alone + the plain average (per subset)
     target_prior: float | None = None  # deploy-time P(FAKE); None keeps the training prior
@@ -70,11 +75,17 @@ class EnsembleSpec:
 
 
 def make_specs(sweep: SweepConfig, learners: list[str]) -> list[EnsembleSpec]:
-    """Baselines first, then meta x calibration over all learners and (optionally) each
-    leave-one-learner-out subset."""
+    """Baselines first, then meta x calibration over all learners, (optionally) each
+    leave-one-learner-out subset, and the named `subsets`."""
     subsets = [(ALL_LEARNERS, tuple(learners))]
     if sweep.leave_one_out and len(learners) > 2:
         subsets += [(f"-{l}", tuple(x for x in learners if x != l)) for l in learners]
+    for name, chosen in sweep.subsets.items():
+        if name == ALL_LEARNERS or name.startswith("-"):
+            raise ConfigError(f"sweep.subsets: {name!r} is reserved (all learners, leave-one-out subsets)")
+        present = tuple(l for l in learners if l in chosen)
+        if len(present) >= MIN_SUBSET:
+            subsets.append((name, present))
     specs: list[EnsembleSpec] = []
     if sweep.baselines:
         specs += [EnsembleSpec("single", "none", "none", (l,), l) for l in learners]
