@@ -31,6 +31,7 @@ from base_learners.oof import (
     OOFResult, Unit, UnitResult, frames_table, merge_train_config,
     prior_log_loss, run_oof, score_preds, unit_name, units_table,
 )
+from base_learners.inputs import PAIR, PAIR_TRACK, input_kind
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
@@ -58,6 +59,7 @@ PRIOR_ROW = "constant prior"
 EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
 NUMBERED_GPU = re.compile(r"cuda:\d+")
 ENGINE_FIELDS = ("engine", "ray_address")  # where work runs, never what it computes (features.engine)
+MIN_PAIR_CLIP = 2  # frames a clip needs before a face and its next appearance make a pair
 THROUGHPUT_NAN = {"train_faces_per_s": float("nan"), "predict_faces_per_s": float("nan")}
 
 
@@ -119,6 +121,10 @@ def active_learners(cfg: OOFConfig) -> dict[str, LearnerConfig]:
     chosen = {k: v for k, v in cfg.learners.items() if not cfg.select or k in cfg.select}
     if not chosen:
         raise ConfigError("no learners to run")
+    pairs = sorted(k for k, v in chosen.items() if input_kind(v) in (PAIR, PAIR_TRACK))
+    if pairs and cfg.faces.clip_len < MIN_PAIR_CLIP:
+        raise ConfigError(f"learner(s) {pairs} read pairs of consecutive frames (view delta): set "
+                          f"faces.clip_len >= {MIN_PAIR_CLIP} (it is {cfg.faces.clip_len})")
     return chosen
 
 
@@ -157,12 +163,16 @@ def corpus_roots(cfg: OOFConfig, workdir: Path) -> list[str]:
     return [str(root)]
 
 
-def check_pretrained(learners: dict[str, LearnerConfig]) -> None:
-    """Fetch every learner's pretrained weights before any work (timm caches them for the units), so
-    an offline machine stops at once with the ways on, not after the face stage."""
-    for lcfg in learners.values():
-        if lcfg.pretrained:
+def check_learners(learners: dict[str, LearnerConfig]) -> None:
+    """Build every learner once before any work: an unknown name, variant or encoder or a setting
+    it refuses stops the run at once with one message, and pretrained weights are fetched here
+    (timm caches them for the units), so an offline machine stops with the ways on, not after the
+    face stage."""
+    for key, lcfg in learners.items():
+        try:
             build_learner(lcfg)
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"learners.{key}: {err.args[0] if err.args else err}") from None
 
 
 def face_stage(videos: pd.DataFrame, cfg: OOFConfig, workdir: Path, engine: Engine = LOCAL_ENGINE) -> FaceResult:
@@ -294,7 +304,7 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
     """The whole stage (see the module docstring); returns the tables and where they went."""
     learners = active_learners(cfg)
     tcfgs = train_configs(cfg, learners)
-    check_pretrained(learners)
+    check_learners(learners)
     workdir = (Path(cfg.workdir) if cfg.workdir else WORK_DIR).resolve()  # tasks on other nodes get absolute paths
     out = workdir / "oof" / run_key(cfg)
     engine = build_engine(cfg, workdir, tcfgs)  # before any work: a wrong ray_address fails in seconds

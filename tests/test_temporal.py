@@ -366,3 +366,20 @@ def test_temporal_learners_run_through_oof_stack_and_the_packaged_detector(tmp_p
     out = model.predict(pd.DataFrame({"path": paths}))
     np.testing.assert_allclose(out["p_fake"].to_numpy(), res.submission["label"].to_numpy(), rtol=0, atol=1e-6)
     assert [c for c in out.columns if c.startswith("score_")] == [f"score_{n}" for n in res.best.ensemble.meta_.learners_]
+
+
+@pytest.mark.parametrize("settings,message", [
+    (["learners.d={name: meso4, view: delta}", "select=[d]"], "faces.clip_len >= 2"),
+    (["faces.clip_len=2", "faces.decoder=pyav_ref"], "clip_len > 1 only with decoder opencv"),
+    (["learners.s={name: sequence, sequence: {encoder: spectrum}}", "select=[s]"], "unknown encoder 'spectrum'"),
+    (["learners.s={name: sequence, sequence: {rnn: transformer}}", "select=[s]"], "valid: gru, lstm"),
+])
+def test_temporal_setting_mistakes_exit_2_with_one_message(settings, message, tmp_path, capsys):
+    from pipelines import oof
+
+    argv = ["--workdir", str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    with pytest.raises(SystemExit) as exit_:
+        oof.main(argv + [arg for s in settings for arg in ("--set", s)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "corpus").exists()  # stopped before any work
