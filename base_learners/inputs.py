@@ -35,7 +35,6 @@ FRAME, PAIR, TRACK, PAIR_TRACK = "frame", "pair", "track", "pair_track"
 INPUT_KINDS = (FRAME, PAIR, TRACK, PAIR_TRACK)
 PAIR_FRAMES = 2  # crops a pair view reads (base_learners.views.view_frames)
 TRACK_KEY = ["video_id", "clip_idx", "face_idx"]
-ITEM_KEY = ["video_id", "frame_idx", "face_idx"]
 
 
 def _kind(sequence: bool, frames: int) -> str:
@@ -75,15 +74,20 @@ def item_members(frames: pd.DataFrame, kind: str) -> tuple[np.ndarray, np.ndarra
     offsets = np.r_[starts, len(rows)]
     if kind == PAIR_TRACK:  # a track of one face has no pair
         keep = np.diff(offsets) >= PAIR_FRAMES
-        members = np.concatenate([rows[a:b] for a, b in zip(offsets[:-1][keep], offsets[1:][keep])]) \
-            if keep.any() else rows[:0]
-        return rows[starts[keep]], members, np.r_[0, np.cumsum(np.diff(offsets)[keep])]
+        lengths = np.diff(offsets)[keep]
+        return rows[starts[keep]], rows[_spans(starts[keep], lengths)], np.r_[0, np.cumsum(lengths)]
     return rows[starts], rows, offsets
+
+
+def _spans(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The positions start, start + 1, ... start + length - 1 of every span, concatenated."""
+    ends = np.cumsum(lengths)
+    return np.repeat(starts - (ends - lengths), lengths) + np.arange(ends[-1] if len(ends) else 0)
 
 
 def learner_inputs(frames: pd.DataFrame, crops, kind: str):
     """(items, crops of the items) of a learner of input kind `kind`: `items` is a frames table
-    (ITEM_KEY, label, group, fold, ...) with one row per prediction; frame learners get `frames`
+    (video_id, frame_idx, face_idx, label, group, fold, ...) with one row per prediction; frame learners get `frames`
     and `crops` back unchanged."""
     if kind == FRAME:
         return frames, crops
@@ -120,8 +124,7 @@ class CropSequences:
             return np.stack([self.crops[int(r)] for r in part])
         items = np.arange(len(self))[key]
         lengths = self.lengths()[items]
-        members = np.concatenate([self.members[self.offsets[i]:self.offsets[i + 1]] for i in items]) \
-            if len(items) else self.members[:0]
+        members = self.members[_spans(self.offsets[items], lengths)]
         return CropSequences(self.crops, members, np.r_[0, np.cumsum(lengths)], self.kind)
 
     def collate(self, batch):
