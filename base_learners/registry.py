@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from base_learners.meso import MESO_MEAN, MESO_STD, Meso4, MesoInception4
+from base_learners.onet import ONET_MEAN, ONET_STD, ONetLearner
 from base_learners.sequence import SEQUENCE_LEARNERS, SequenceConfig, SequenceLearner
 from base_learners.spectral import SPECTRUM_MEAN, SPECTRUM_STD, SpectrumMLP
 from base_learners.timm_learners import DEFAULT_VARIANTS, TimmLearner, create_timm
@@ -135,8 +136,23 @@ def _spectrum(cfg: LearnerConfig) -> nn.Module:
     return model
 
 
+# ---- face-pretrained learner (issue 18: the only pretrained face network offline; base_learners/onet.py)
+@LEARNERS.register("onet")
+def _onet(cfg: LearnerConfig) -> nn.Module:
+    if cfg.variant is not None:
+        raise ValueError(f"learner {cfg.name!r} has no variants; got variant={cfg.variant!r}")
+    model = ONetLearner(input_size=cfg.input_size, pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
+    model.mean, model.std, model.variant = ONET_MEAN, ONET_STD, cfg.name
+    return model
+
+
+# Grad-CAM on the third conv's activation (8x8 at 48 px, before its pooling, as the MesoNets' target);
+# the last conv's map (prelu4) is only 3x3.
+TARGET_LAYERS["onet"] = "trunk.prelu3"
+
+
 # ---- temporal learners (issue 16: errors between frames; base_learners.sequence)
-ENCODERS = ("meso4", "mesoinception4", *DEFAULT_VARIANTS)  # the CNN families: each has an `embed`
+ENCODERS = ("meso4", "mesoinception4", *DEFAULT_VARIANTS, "onet")  # the CNN families: each has an `embed`
 
 
 @LEARNERS.register(SEQUENCE_LEARNERS[0])

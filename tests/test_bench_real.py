@@ -131,3 +131,84 @@ def test_real_profile_resolves_and_every_learner_builds():
         build_learner(lcfg)
     stack_cfg = build_config(StackConfig, "stack", "real")
     assert stack_cfg.sweep.metas
+
+
+def shared_error_features(n: int = 1500, shared_sd: float = 1.5, seed: int = 0):
+    """video_features (through features.aggregate, one face per video) of a strong learner and two
+    weaker ones whose errors are mostly the strong one's (a shared per-video shift), plus widths:
+    the shift is large on small faces only, so errors are shared there and not on large faces."""
+    from scipy.special import expit
+
+    from features.aggregate import AggregateConfig, aggregate
+
+    rng = np.random.default_rng(seed)
+    vids = np.array([f"v{i:05d}.jpg" for i in range(n)])
+    label = (rng.random(n) < 0.7).astype(int)
+    width = rng.uniform(100, 220, n)
+    shared = rng.normal(0, shared_sd, n) * (width < 140)
+    sign = 2 * label - 1
+    logits = {"best": 1.6 * sign + shared + rng.normal(0, 0.6, n),
+              "weak_a": 1.0 * sign + shared + rng.normal(0, 0.8, n),
+              "weak_b": 0.8 * sign + shared + rng.normal(0, 0.8, n)}
+    fp = pd.concat([pd.DataFrame({"video_id": vids, "frame_idx": 0, "face_idx": 0, "learner": k, "logit": z})
+                    for k, z in logits.items()], ignore_index=True)
+    fp["prob"] = expit(fp["logit"])
+    fold = np.arange(n) % 3
+    fp["fold"] = fp["video_id"].map(dict(zip(vids, fold)))
+    videos = pd.DataFrame({"video_id": vids, "label": pd.array(label, dtype="Int8"), "split": "train",
+                           "group": np.arange(n), "original_width": width})
+    folds = pd.DataFrame({"video_id": vids, "fold": pd.array(fold, dtype="Int64")})
+    status = pd.DataFrame({"video_id": vids, "status": "ok", "message": "", "n_frames": 1, "n_faces": 1})
+    vf = aggregate(fp, status, videos, folds, AggregateConfig())
+    return vf, videos, label, fold, list(logits)
+
+
+def test_shuffle_within_class_keeps_each_class_and_fold_and_leaves_the_best_alone():
+    from pipelines.bench.real import learner_columns, shuffle_within_class
+
+    vf, _, y, folds, learners = shared_error_features(n=300)
+    out = shuffle_within_class(vf, y, folds, ["weak_a"], np.random.default_rng(0))
+    cols = learner_columns(vf, "weak_a")
+    assert len(cols) > 1 and not out[cols].equals(vf[cols])
+    for name in ("best", "weak_b"):
+        assert out[learner_columns(vf, name)].equals(vf[learner_columns(vf, name)])
+    for cls in (0, 1):
+        for k in range(3):
+            cell = (y == cls) & (folds == k)
+            before = vf.loc[cell, cols].sort_values(cols).to_numpy()
+            after = out.loc[cell, cols].sort_values(cols).to_numpy()
+            assert np.array_equal(before, after)  # same rows (columns move together), same cell
+
+
+def test_shuffle_bound_shows_what_shared_errors_cost():
+    """Weaker learners that share the best one's errors add little; shuffled within class (same
+    scores per class, independent errors) they add much more."""
+    from pipelines.bench.real import shuffle_bound
+
+    vf, _, y, folds, learners = shared_error_features()
+    best_alone = vf["best__mean"].to_numpy()
+    table = shuffle_bound(vf, y, folds, learners, "best", best_alone, n_draws=2).set_index("stack")
+    measured, shuffled = table["log_loss"].iloc[2], table["log_loss"].iloc[3]
+    assert table["over_best_single"].iloc[0] == pytest.approx(1.0)
+    assert table["log_loss"].iloc[0] == pytest.approx(log_loss(y, best_alone))
+    assert shuffled < measured - 0.02 and table["over_best_single"].iloc[3] < table["over_best_single"].iloc[2]
+    assert table["spread"].iloc[3] >= 0
+
+
+def test_face_widths_and_correlation_by_width():
+    from pipelines.bench.real import correlation_by_width, face_widths
+
+    vf, videos, y, _, learners = shared_error_features()
+    widths, source = face_widths(videos, None, vf["video_id"])
+    assert "original_width" in source
+    assert np.allclose(widths, videos.set_index("video_id").loc[vf["video_id"], "original_width"])
+    probs = vf[[f"{k}__mean" for k in learners]].set_axis(learners, axis=1)
+    table = correlation_by_width(y, probs, widths)
+    assert len(table) == 3 and table["videos"].sum() == len(y)
+    assert table["mean_pooled_corr"].iloc[0] > table["mean_pooled_corr"].iloc[-1] + 0.3  # shared on small faces
+    # no width column: face boxes that vary are used, whole-image boxes (one width) are not
+    faces = pd.DataFrame({"video_id": videos["video_id"], "x0": 0.0, "x1": videos["original_width"]})
+    boxes, source = face_widths(videos.drop(columns="original_width"), faces, vf["video_id"])
+    assert "face boxes" in source and np.allclose(boxes, widths)
+    none, why = face_widths(videos.drop(columns="original_width"), faces.assign(x1=224.0), vf["video_id"])
+    assert none is None and "224" in why

@@ -47,6 +47,7 @@ def test_reader_makes_the_videos_table_with_groups(tmp_path):
     assert (videos["media"] == MEDIA_FACES).all() and (videos["split"] == "train").all()
     assert list(videos["label"]) == [0, 1, 1, 0, 1, 1]
     assert videos["path"].iloc[1] == f"{IMAGE_DIR}/bbb.jpg"
+    assert (videos["original_width"] == IMAGE_SIZE).all()  # the face's width before resizing, kept
     g = videos.set_index("video_id")["group"]
     assert g["aaa.mp4"] == g["bbb.mp4"] == g["ccc.mp4"] != g["ddd.mp4"] == g["eee.mp4"] != g["fff.mp4"]
     folds = make_folds(videos, FoldConfig(k=2))

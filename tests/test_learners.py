@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import timm
 import torch
 
 import timm.models._builder as timm_builder
+from base_learners.onet import ONET_INPUT_SIZE
 from base_learners.registry import LEARNERS, LearnerConfig, build_learner
 from base_learners.timm_learners import DEFAULT_VARIANTS, LIGHT_VARIANTS, PretrainedUnavailableError
 
@@ -20,18 +23,20 @@ def light(name: str, **kw) -> LearnerConfig:
 
 NON_CNN = ["spectrum"]  # base_learners.spectral (issue 18)
 TEMPORAL = ["sequence"]  # base_learners.sequence (issue 16): its contract is tested in test_temporal.py
+FIXED_INPUT = ["onet"]  # base_learners.onet (48 px only): its contract is tested in test_onet.py
 
 
 def test_registry_names():
-    assert LEARNERS.names() == sorted(ALL + NON_CNN + TEMPORAL)
+    assert LEARNERS.names() == sorted(ALL + NON_CNN + TEMPORAL + FIXED_INPUT)
 
 
-@pytest.mark.parametrize("name", ALL + NON_CNN)
+@pytest.mark.parametrize("name", ALL + NON_CNN + FIXED_INPUT)
 def test_learner_contract(name):
     torch.manual_seed(0)
-    model = build_learner(light(name, drop_rate=0.5))
-    assert model.input_size == SIZE and len(model.mean) == 3 and len(model.std) == 3
-    x = torch.randn(4, 3, SIZE, SIZE)
+    size = ONET_INPUT_SIZE if name in FIXED_INPUT else SIZE
+    model = build_learner(replace(light(name, drop_rate=0.5), input_size=size))
+    assert model.input_size == size and len(model.mean) == 3 and len(model.std) == 3
+    x = torch.randn(4, 3, size, size)
     model.train()
     a, b = model(x), model(x)
     assert a.shape == (4,) and torch.isfinite(a).all()

@@ -96,7 +96,7 @@ def _row(where: str, rec: dict, images: _FaceSources) -> dict:
     image = images.find(PurePath(name).stem, where)
     return {"video_id": name, "path": image or "", "label": LABEL_CODES[label],
             "original": original if original != name else None,
-            "split": (rec.get("split") or TRAIN_SPLIT).strip(),
+            "split": (rec.get("split") or TRAIN_SPLIT).strip(), "original_width": rec.get("original_width"),
             "status": STATUS_OK if image else STATUS_MISSING,
             "message": None if image else f"{where}: no image or image folder named {PurePath(name).stem} "
                                           "under the folder"}

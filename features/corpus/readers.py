@@ -42,7 +42,9 @@ STRING_COLUMNS = ("video_id", "path", "root", "original", "split", "part", "stat
 # media: `video` files or pre-extracted `face_images`; method and compression where a corpus names
 # them (FF++), else missing; links: extra group edges (features.corpus.folds.connected_groups)
 VIDEO_COLUMNS = ("video_id", "path", "root", "label", "original", "split", "part", "group",
-                 "status", "message", "media", "method", "compression", "links")
+                 "status", "message", "media", "method", "compression", "links", "original_width")
+# original_width: the face's width in pixels before a face set resized it (the Kaggle "deepfake-faces"
+# metadata.csv gives it), else missing: pipelines.bench.real reads the learners' errors by face size
 MEDIA_VIDEO = "video"
 
 
@@ -260,9 +262,10 @@ def videos_table(rows: pd.DataFrame, link_parts: bool, media: str = MEDIA_VIDEO)
     missing, `media` defaults to `media`) -> the videos table: its dtypes, sorted by part and
     video_id, with the groups of connected_groups."""
     videos = rows.copy()
-    for col in ("method", "compression", "links", "status", "message"):
+    for col in ("method", "compression", "links", "status", "message", "original_width"):
         if col not in videos:
             videos[col] = pd.NA
+    videos["original_width"] = pd.to_numeric(videos["original_width"], errors="coerce").astype("float64")
     videos["media"] = videos["media"].fillna(media) if "media" in videos else media
     videos["label"] = videos["label"].astype("Int8")
     for col in STRING_COLUMNS:

@@ -16,6 +16,15 @@ over the prior and the ratios to the best single learner and to the plain averag
 originals is what another draw of originals from the same source would do to these figures with
 the learners held fixed. Then the learners' within-class error correlation (reals, fakes, pooled).
 
+`--why` (on by default; `--no-why` skips it) adds what limits the stack, from the same rows:
+(a) the shuffle bound: the level-1 logistic regression refit by the same outer folds after each
+weaker learner's video features are permuted within (class, outer fold) -- every learner keeps its
+class-conditional scores, but its errors become independent of the best learner's and of each
+other's -- against the same stack on the measured features: the gap is what the shared part of the
+errors costs; (b) the within-class error correlation per third of the videos by face width, where
+the face set gives a width (a videos-table `original_width`, else the face boxes when their widths
+vary), to see whether small faces are where the learners fail together.
+
 The same figures, without intervals, are in stack.py's own comparison table.
 """
 
@@ -29,7 +38,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from meta.metrics import score
+from features.aggregate import SEP
+from meta.learners import build_meta
+from meta.metrics import log_loss, score
 from meta.resampling import (
     DEFAULT_REPLICATES,
     bootstrap_log_losses,
@@ -47,6 +58,10 @@ BENCH_DIR = "bench_real"  # under the workdir
 PRIOR = "constant prior"
 AVERAGE = "plain average"
 NESTED = "nested selection"
+WHY_META = "logreg"  # the level-1 model of the shuffle bound: the sweep's best meta on real faces
+SHUFFLE_DRAWS = 5  # independent within-class permutations of the weaker learners
+WIDTH_BINS = 3  # face-width quantile bins (terciles) of the correlation by face size
+FACE_WIDTH_COLUMN = "original_width"  # a videos-table column some face sets carry (px of the face)
 
 
 def fold_prior(y: np.ndarray, folds: np.ndarray) -> np.ndarray:
@@ -124,6 +139,126 @@ def correlations(y, preds: dict[str, np.ndarray], learners: list[str]) -> dict[s
     return within_class_error_correlation(y, pd.DataFrame({k: preds[k] for k in learners}))
 
 
+# ---------------------------------------------------------------- why the stack gains so little
+
+
+def outer_cv_stack(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, learners: list[str],
+                   meta: str = WHY_META) -> np.ndarray:
+    """Outer-CV P(FAKE) of one level-1 model (no calibration, no clipping) over `learners`,
+    by the stack's own folds: fit on the other folds' rows, predict each fold's."""
+    p = np.empty(len(y))
+    for k in np.unique(folds):
+        held = folds == k
+        model = build_meta(meta, learners=learners).fit(X.loc[~held], y[~held])
+        p[held] = model.predict_proba(X.loc[held])[:, 1]
+    return p
+
+
+def learner_columns(X: pd.DataFrame, learner: str) -> list[str]:
+    return [c for c in X.columns if c.startswith(f"{learner}{SEP}")]
+
+
+def shuffle_within_class(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, learners: list[str],
+                         rng: np.random.Generator) -> pd.DataFrame:
+    """A copy of X where each of `learners` has its feature rows permuted within every
+    (class, outer fold) cell, independently per learner: the same scores per class and fold, but
+    which video gets which score no longer depends on the video."""
+    out = X.copy()
+    for name in learners:
+        cols = learner_columns(X, name)
+        block = X[cols].to_numpy()
+        for cls in (0, 1):
+            for k in np.unique(folds):
+                rows = np.flatnonzero((y == cls) & (folds == k))
+                block[rows] = block[rng.permutation(rows)]
+        out[cols] = block
+    return out
+
+
+def shuffle_bound(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, learners: list[str], best: str,
+                  best_alone: np.ndarray, n_draws: int = SHUFFLE_DRAWS, seed: int = 0) -> pd.DataFrame:
+    """Log loss of the level-1 stack on the measured features and with the learners other than
+    `best` shuffled within class (n_draws permutations), each also as a ratio to `best` alone
+    (`best_alone`: its outer-CV P(FAKE) as the comparison table scores it)."""
+    rng = np.random.default_rng(seed)
+    weaker = [name for name in learners if name != best]
+    draws = [log_loss(y, outer_cv_stack(shuffle_within_class(X, y, folds, weaker, rng), y, folds, learners))
+             for _ in range(n_draws)]
+    single = log_loss(y, best_alone)
+    table = pd.DataFrame([
+        {"stack": f"{best} alone", "log_loss": single, "spread": 0.0},
+        {"stack": f"{WHY_META} on {best} alone", "spread": 0.0,
+         "log_loss": log_loss(y, outer_cv_stack(X, y, folds, [best]))},
+        {"stack": f"{WHY_META} on all {len(learners)}, as measured", "spread": 0.0,
+         "log_loss": log_loss(y, outer_cv_stack(X, y, folds, learners))},
+        {"stack": f"{WHY_META} on all {len(learners)}, the {len(weaker)} weaker shuffled within class "
+                  f"(mean of {n_draws})", "log_loss": float(np.mean(draws)), "spread": float(np.ptp(draws))},
+    ])
+    table["over_best_single"] = table["log_loss"] / single
+    return table
+
+
+def face_widths(videos: pd.DataFrame, faces: pd.DataFrame | None, video_ids) -> tuple[np.ndarray | None, str]:
+    """(each video's face width in px, where it came from) or (None, why there is none): the
+    videos table's FACE_WIDTH_COLUMN, else the mean width of the video's face boxes, if they vary."""
+    ids = pd.Index(pd.Series(video_ids).astype(str))
+    if FACE_WIDTH_COLUMN in videos.columns:
+        width = videos.set_index(videos["video_id"].astype(str))[FACE_WIDTH_COLUMN]
+        return pd.to_numeric(width.reindex(ids), errors="coerce").to_numpy(float), f"videos.{FACE_WIDTH_COLUMN}"
+    if faces is None or faces.empty:
+        return None, f"no videos.{FACE_WIDTH_COLUMN} column and no faces table"
+    box = (faces["x1"] - faces["x0"]).groupby(faces["video_id"].astype(str)).mean().reindex(ids)
+    if box.nunique() < WIDTH_BINS:
+        return None, (f"no videos.{FACE_WIDTH_COLUMN} column (the face set's reader does not keep one), "
+                      f"and the face boxes are {box.nunique()} width(s) (whole images: {box.median():.0f} px)")
+    return box.to_numpy(float), "face boxes (x1 - x0, mean per video)"
+
+
+def correlation_by_width(y: np.ndarray, probs: pd.DataFrame, widths: np.ndarray,
+                         n_bins: int = WIDTH_BINS) -> pd.DataFrame:
+    """Per face-width quantile bin: its width range, videos, and the mean pooled within-class error
+    correlation over pairs of learners (videos without a width are left out)."""
+    known = np.isfinite(widths)
+    edges = np.unique(np.quantile(widths[known], np.linspace(0.0, 1.0, n_bins + 1)))
+    bins = np.clip(np.searchsorted(edges, widths, side="right") - 1, 0, len(edges) - 2)
+    rows = []
+    for b in range(len(edges) - 1):
+        rows_b = known & (bins == b)
+        corr = within_class_error_correlation(y[rows_b], probs.loc[rows_b].reset_index(drop=True))
+        rows.append({"width_px": f"{edges[b]:.0f}-{edges[b + 1]:.0f}", "videos": int(rows_b.sum()),
+                     "mean_pooled_corr": mean_off_diagonal(corr["pooled"])})
+    return pd.DataFrame(rows)
+
+
+def oof_tables(args, result: stack.StackResult) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The oof run's videos and faces tables (None, None when its folder is unknown)."""
+    folder = stack.oof_output_dir(replace(stack.StackConfig(), oof_dir=args.oof_dir), result.oof_run_id)
+    if folder is None or not (folder / "videos.parquet").is_file():
+        return None, None
+    faces = folder / "faces.parquet"
+    return pd.read_parquet(folder / "videos.parquet"), pd.read_parquet(faces) if faces.is_file() else None
+
+
+def print_why(X: pd.DataFrame, preds: dict[str, np.ndarray], learners: list[str], args,
+              result: stack.StackResult) -> None:
+    """(a) the shuffle bound and (b) the error correlation by face width, printed."""
+    y, folds = X["label"].to_numpy(int), X["fold"].to_numpy()
+    best = min(learners, key=lambda k: log_loss(y, preds[k]))
+    bound = shuffle_bound(X, y, folds, learners, best, preds[best], args.shuffle_draws, args.seed)
+    print(f"\nwhy not more: the {WHY_META} stack by the same outer folds, with the learners other than {best} "
+          "shuffled within (class, fold) (spread: max - min over draws):")
+    print(bound.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    videos, faces = oof_tables(args, result)
+    widths, source = (None, "the oof run's tables were not found") if videos is None else \
+        face_widths(videos, faces, X["video_id"])
+    if widths is None:
+        print(f"\nerror correlation by face width: skipped ({source})")
+        return
+    probs = pd.DataFrame({k: preds[k] for k in learners})
+    print(f"\nwithin-class error correlation (pooled, mean over pairs) by face width ({source}):")
+    print(correlation_by_width(y, probs, widths).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def run_stages(args) -> tuple[stack.StackResult, dict[str, float]]:
     """oof (unless a finished run is named) and stack; returns the stack result and the times."""
     workdir = Path(args.workdir) if args.workdir else WORK_DIR
@@ -152,9 +287,8 @@ def run_stages(args) -> tuple[stack.StackResult, dict[str, float]]:
     return result, times
 
 
-def main(argv=None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", nargs="+", metavar="PATH", help="face set folder(s) (default: the profile's)")
+def add_stage_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of `run_stages` and the bootstrap, shared with pipelines.bench.temporal."""
     parser.add_argument("--oof-run", dest="oof_run_id", help="stack this finished oof run instead of running oof")
     parser.add_argument("--oof-dir", help="stack the oof tables in this folder instead of running oof")
     parser.add_argument("--workdir", help="working folder (default: repo/.fakestack)")
@@ -163,8 +297,17 @@ def main(argv=None) -> pd.DataFrame:
                         metavar="KEY=VALUE", help="override of the stack config (repeatable)")
     parser.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="bootstrap replicates")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--out", help="also write the table to this CSV")
     add_config_args(parser)  # --profile (both stages) and --set (the oof config)
+
+
+def main(argv=None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", nargs="+", metavar="PATH", help="face set folder(s) (default: the profile's)")
+    add_stage_args(parser)
+    parser.add_argument("--out", help="also write the table to this CSV")
+    parser.add_argument("--why", action=argparse.BooleanOptionalAction, default=True,
+                        help="also print what limits the stack (shuffle bound, correlation by face width)")
+    parser.add_argument("--shuffle-draws", type=int, default=SHUFFLE_DRAWS, help="permutations of the shuffle bound")
     parser.set_defaults(profile=REAL_PROFILE)
     args = parser.parse_args(argv)
     result, times = run_stages(args)
@@ -182,6 +325,8 @@ def main(argv=None) -> pd.DataFrame:
         print(m.to_string(float_format=lambda v: f"{v:.3f}"))
     if result.nested is not None:
         print(f"\nnested selection picked per outer fold: {result.nested.picks}")
+    if args.why:
+        print_why(X, preds, learners, args, result)
     print("\n" + "  ".join(f"{k} {v:.0f} s" for k, v in times.items()))
     print(f"stack outputs: {result.output_dir}; detector: {result.detector_uri or result.detector_note}")
     if args.out:

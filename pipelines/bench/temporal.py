@@ -33,10 +33,9 @@ from scipy.stats import spearmanr
 
 from features.synth.fake import ARTIFACTS
 from meta.metrics import score
-from meta.resampling import DEFAULT_REPLICATES, bootstrap_log_losses, interval
+from meta.resampling import bootstrap_log_losses, interval
 from pipelines import stack
-from pipelines.bench.real import NESTED, figures, format_figures, predictions, run_stages
-from pipelines.config import add_config_args
+from pipelines.bench.real import NESTED, add_stage_args, figures, format_figures, predictions, run_stages
 from pipelines.stacking.report import BASELINE_METAS
 from pipelines.stacking.sweep import ALL_LEARNERS, FINAL_STAGE
 
@@ -116,16 +115,8 @@ def by_artifact(X: pd.DataFrame, preds: dict[str, np.ndarray], learners: list[st
 
 def main(argv=None) -> dict[str, pd.DataFrame]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--oof-run", dest="oof_run_id", help="stack this finished oof run instead of running oof")
-    parser.add_argument("--oof-dir", help="stack the oof tables in this folder instead of running oof")
-    parser.add_argument("--workdir", help="working folder (default: repo/.fakestack)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite under mlflow/)")
-    parser.add_argument("--stack-set", dest="stack_overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override of the stack config (repeatable)")
-    parser.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES, help="bootstrap replicates")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    add_stage_args(parser)
     parser.add_argument("--out", help="also write the tables to CSV files with this prefix")
-    add_config_args(parser)
     parser.set_defaults(profile=TEMPORAL_PROFILE, data=None)
     args = parser.parse_args(argv)
     result, times = run_stages(args)
