@@ -5,12 +5,13 @@ every learner reads one crop per row. Its input kind (`input_kind`) says which r
 and which crops each row reads:
 
 - `frame`: every face, its own crop (the frame learners; the rows and crops are the faces table's);
-- `pair`: every face whose track shows up again later in the same clip, with the crop of that next
-  appearance (a learner on the `delta` view, base_learners.views: what changed between the frames);
+- `pair`: every face whose track shows up again in the next frame of the same clip, with the crop
+  there (a learner on the `delta` view, base_learners.views: what changed from one frame to the next);
 - `track`: one row per track and clip, keyed by its first frame, reading the track's crops through
   the clip in time order (the `sequence` learner, base_learners.sequence);
-- `pair_track`: the same for tracks of at least two faces, read as the sequence of their
-  consecutive pairs (a `sequence` learner on the `delta` view: a GRU over what changed, step by step).
+- `pair_track`: the same for runs of a track through consecutive frames of a clip (a missed
+  detection splits a track), at least two faces long, read as the sequence of their consecutive
+  pairs (a `sequence` learner on the `delta` view: a GRU over what changed, frame by frame).
 
 Clips are the face stage's `clip_idx` (features.faces.extract): with `clip_len` 1 every frame is
 its own clip, so a pair learner has no rows and a track learner sees tracks of one frame.
@@ -34,6 +35,8 @@ from features.faces.extract import with_clip_idx
 FRAME, PAIR, TRACK, PAIR_TRACK = "frame", "pair", "track", "pair_track"
 INPUT_KINDS = (FRAME, PAIR, TRACK, PAIR_TRACK)
 PAIR_FRAMES = 2  # crops a pair view reads (base_learners.views.view_frames)
+ITEMS_VERSION = 2  # bump when the items of a kind change meaning (2: pairs only one frame apart); in
+# the unit keys of pair and track learners (base_learners.oof.plan_units)
 TRACK_KEY = ["video_id", "clip_idx", "face_idx"]
 
 
@@ -66,11 +69,15 @@ def item_members(frames: pd.DataFrame, kind: str) -> tuple[np.ndarray, np.ndarra
     order = with_clip_idx(frames).reset_index(drop=True).sort_values(TRACK_KEY + ["frame_idx"], kind="stable")
     rows = order.index.to_numpy()
     track = order.groupby(TRACK_KEY, sort=False).ngroup().to_numpy()
-    if kind == PAIR:  # each row and the next row of its track and clip
+    if kind in (PAIR, PAIR_TRACK):  # pairs are a face and the same track's face ONE frame later: a
+        # detection missed in between breaks the track in two (a two-frame delta would look like flicker)
+        gap = np.diff(order["frame_idx"].to_numpy(), prepend=-1) != 1
+        track = np.cumsum(np.r_[True, track[1:] != track[:-1]] | gap)
+    if kind == PAIR:  # each row and the next row of its run of consecutive frames
         has_next = np.flatnonzero(track[:-1] == track[1:])
         members = np.stack([rows[has_next], rows[has_next + 1]], axis=1).ravel()
         return rows[has_next], members, np.arange(0, 2 * len(has_next) + 1, 2)
-    starts = np.flatnonzero(np.r_[True, track[1:] != track[:-1]])
+    starts = np.flatnonzero(np.diff(track, prepend=-1) != 0)
     offsets = np.r_[starts, len(rows)]
     if kind == PAIR_TRACK:  # a track of one face has no pair
         keep = np.diff(offsets) >= PAIR_FRAMES

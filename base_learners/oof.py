@@ -41,7 +41,7 @@ from scipy.special import expit
 from sklearn.metrics import log_loss, roc_auc_score
 from tqdm.auto import tqdm
 
-from base_learners.inputs import FRAME, CropSequences, input_kind, learner_inputs
+from base_learners.inputs import FRAME, ITEMS_VERSION, CropSequences, input_kind, learner_inputs
 from base_learners.registry import LearnerConfig, build_learner, learner_key
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
 from features.common import (
@@ -225,7 +225,7 @@ def plan_units(
     clip_key = config_hash(with_clip_idx(frames)[FACE_KEY + ["clip_idx"]])  # what pair/track items read
     units = []
     for name, lcfg in learners.items():
-        unit_data = data_key if input_kind(lcfg) == FRAME else config_hash(data_key, clip_key)
+        unit_data = data_key if input_kind(lcfg) == FRAME else config_hash(data_key, clip_key, ITEMS_VERSION)
         for k in [REFIT_FOLD] if refit else folds:
             seed = unit_seed(train_cfgs[name].seed, name, k)
             tcfg = dataclasses.replace(train_cfgs[name], seed=seed)
@@ -298,7 +298,8 @@ def train_unit(
     oof_rows = np.flatnonzero((fold == unit.fold).fillna(False).to_numpy())
     test_rows = np.flatnonzero(fold.isna().to_numpy())
     if len(train_rows) == 0:
-        raise ValueError(f"unit {unit.learner}/{unit_name(unit.fold)}: no training faces in the other folds")
+        raise ValueError(f"unit {unit.learner}/{unit_name(unit.fold)}: no training items (faces, pairs or "
+                         "tracks) in the other folds")
     seed_everything(unit.seed)
     model = build_learner(lcfg)
     result = fit(

@@ -51,10 +51,13 @@ class LearnerConfig:
 
 
 def learner_key(cfg: LearnerConfig) -> dict:
-    """The config as its units' cache key sees it: `sequence` left out where unset, so the units
-    of frame learners trained before sequence learners existed stay valid."""
+    """The config as its units' cache key sees it: a sequence learner's `sequence` resolved to the
+    settings it is built with (a changed default changes the key), every other learner's left out,
+    so the units of frame learners trained before sequence learners existed stay valid."""
     fields = to_dict(cfg)
-    if fields["sequence"] is None:
+    if cfg.name in SEQUENCE_LEARNERS:
+        fields["sequence"] = to_dict(cfg.sequence or SequenceConfig())
+    else:
         del fields["sequence"]
     return fields
 
@@ -161,6 +164,8 @@ def _sequence(cfg: LearnerConfig) -> nn.Module:
     if seq.encoder not in ENCODERS:
         raise ValueError(f"sequence: unknown encoder {seq.encoder!r}; valid: {', '.join(ENCODERS)}")
     encoder = LEARNERS.get(seq.encoder)(replace(cfg, name=seq.encoder, sequence=None))
+    if seq.encoder_weights is not None:  # e.g. a frame learner's checkpoint of the same family
+        load_weights(encoder, seq.encoder_weights)
     model = SequenceLearner(encoder, seq, cfg.drop_rate)
     model.mean, model.std, model.variant = encoder.mean, encoder.std, f"{encoder.variant}+{seq.rnn}"
     return model

@@ -11,11 +11,13 @@ same person a few milliseconds apart.
 Contract (as the registry's learners, with one more argument): `model(x, lengths)` takes the
 normalised frames of a batch of tracks concatenated in time order, (sum T_i, 3, S, S), and each
 track's length T_i (B,), and returns one logit per track (B,). The encoder (any registered family
-with an `embed` method: the MesoNets, the timm families) embeds every frame; the embeddings are split
-by track and packed (`pack_sequence`), so tracks of unequal length need no padding and the RNN never
-sees a filler frame. On the `delta` view every step is a pair of consecutive frames instead (what
-changed), and a track of T faces is T - 1 steps (base_learners.inputs, kind `pair_track`). The last layer's final hidden state (both directions when bidirectional)
-feeds a dropout and a one-logit head; `logit_offset` is train.py's prior correction.
+with an `embed` method: the MesoNets, the timm families, the O-Net) embeds every frame; the
+embeddings are split by track and packed (`pack_sequence`), so tracks of unequal length need no
+padding and the RNN never sees a filler frame. On the `delta` view every step is a pair of
+consecutive frames instead (what changed), and a run of T faces is T - 1 steps
+(base_learners.inputs, kind `pair_track`). The last layer's final hidden state (both directions
+when bidirectional) feeds a dropout and a one-logit head; `logit_offset` is train.py's prior
+correction.
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ RNNS.register("lstm")(nn.LSTM)
 @dataclass
 class SequenceConfig:
     """The recurrent part of a `sequence` learner (LearnerConfig.sequence); the encoder is built
-    from the learner's own settings (variant, input size, view, pretrained, weights)."""
+    from the learner's own settings (variant, input size, view, pretrained). The learner's
+    `weights_path` is a whole sequence learner's checkpoint; `encoder_weights` fills the encoder
+    alone (a frame learner's checkpoint or an ImageNet state dict of its family)."""
 
-    encoder: str = "meso4"  # a frame family of the registry with an `embed` (meso4, resnext, ...)
+    encoder: str = "meso4"  # a CNN family of the registry with an `embed` (registry.ENCODERS)
+    encoder_weights: str | None = None  # a local state dict for the encoder alone
     rnn: str = "gru"  # RNNS: gru | lstm
     hidden: int = 32  # units per direction
     layers: int = 1

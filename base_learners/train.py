@@ -390,8 +390,9 @@ def fit(
 
     History per epoch: epoch, train_loss (the training objective, weighted if pos_weight),
     inner_val_loss (log loss of the prior-corrected logits on the inner split, or None), lr,
-    seconds (the whole epoch), train_samples and train_seconds (the optimisation steps alone, for
-    throughput). With inner_val_frac > 0 and patience 0 the inner split is only monitored.
+    seconds (the whole epoch), train_samples (face crops read: two per pair, T per track) and
+    train_seconds (the optimisation steps alone, for throughput). With inner_val_frac > 0 and
+    patience 0 the inner split is only monitored.
     """
     validate(cfg)
     labels, groups = np.asarray(labels).astype(np.float32), np.asarray(groups)

@@ -31,7 +31,7 @@ from base_learners.oof import (
     OOFResult, Unit, UnitResult, frames_table, merge_train_config,
     prior_log_loss, run_oof, score_preds, unit_name, units_table,
 )
-from base_learners.inputs import PAIR, PAIR_TRACK, input_kind
+from base_learners.inputs import FRAME, PAIR, PAIR_FRAMES, PAIR_TRACK, input_kind, item_members
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
@@ -59,7 +59,6 @@ PRIOR_ROW = "constant prior"
 EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
 NUMBERED_GPU = re.compile(r"cuda:\d+")
 ENGINE_FIELDS = ("engine", "ray_address")  # where work runs, never what it computes (features.engine)
-MIN_PAIR_CLIP = 2  # frames a clip needs before a face and its next appearance make a pair
 THROUGHPUT_NAN = {"train_faces_per_s": float("nan"), "predict_faces_per_s": float("nan")}
 
 
@@ -121,11 +120,31 @@ def active_learners(cfg: OOFConfig) -> dict[str, LearnerConfig]:
     chosen = {k: v for k, v in cfg.learners.items() if not cfg.select or k in cfg.select}
     if not chosen:
         raise ConfigError("no learners to run")
-    pairs = sorted(k for k, v in chosen.items() if input_kind(v) in (PAIR, PAIR_TRACK))
-    if pairs and cfg.faces.clip_len < MIN_PAIR_CLIP:
+    try:
+        pairs = sorted(k for k, v in chosen.items() if input_kind(v) in (PAIR, PAIR_TRACK))
+    except KeyError as err:  # an unknown view
+        raise ConfigError(f"learners: {err.args[0]}") from None
+    if pairs and cfg.faces.clip_len < PAIR_FRAMES:
         raise ConfigError(f"learner(s) {pairs} read pairs of consecutive frames (view delta): set "
-                          f"faces.clip_len >= {MIN_PAIR_CLIP} (it is {cfg.faces.clip_len})")
+                          f"faces.clip_len >= {PAIR_FRAMES} (it is {cfg.faces.clip_len})")
     return chosen
+
+
+def check_items(frames: pd.DataFrame, learners: dict[str, LearnerConfig]) -> None:
+    """Before any unit: every pair or track learner has items in every fold (a face set of one image
+    per video, or faces never tracked through two consecutive frames, gives a pair learner none)."""
+    folds = sorted(frames["fold"].dropna().unique())
+    for key, lcfg in learners.items():
+        kind = input_kind(lcfg)
+        if kind == FRAME:
+            continue
+        rows, _, _ = item_members(frames, kind)
+        have = set(frames["fold"].iloc[rows].dropna().unique())
+        empty = [int(k) for k in folds if k not in have]
+        if empty:
+            raise ConfigError(f"learner {key!r} ({kind} items) has none in fold(s) {empty}: its faces never "
+                              "show in two consecutive frames of a clip (faces.clip_len, a face set of one "
+                              "image per video, or faces the tracker does not link)")
 
 
 def train_configs(cfg: OOFConfig, learners: dict[str, LearnerConfig]) -> dict[str, TrainConfig]:
@@ -330,6 +349,7 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
         with _timed(timings, "faces"):
             faces = face_stage(videos, cfg, workdir, engine)
             frames = frames_table(faces.faces, videos, folds)
+            check_items(frames, learners)
             crops = CropSource.from_table(frames, faces.crops_dir)  # rows only: read per batch
         with _timed(timings, "units"):
             result: OOFResult = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units",

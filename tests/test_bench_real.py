@@ -212,3 +212,8 @@ def test_face_widths_and_correlation_by_width():
     assert "face boxes" in source and np.allclose(boxes, widths)
     none, why = face_widths(videos.drop(columns="original_width"), faces.assign(x1=224.0), vf["video_id"])
     assert none is None and "224" in why
+    unknown = videos.assign(original_width=np.nan)  # as every reader but the face sets' gives the column
+    boxes, source = face_widths(unknown, faces, vf["video_id"])
+    assert "face boxes" in source and np.allclose(boxes, widths)
+    none, _ = face_widths(unknown, None, vf["video_id"])
+    assert none is None

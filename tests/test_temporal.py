@@ -231,6 +231,11 @@ def test_each_learner_reads_its_own_items(data):
     assert len(pair_tracks) == n_tracks and set(pt_crops.lengths()) == {2}
     (steps, step_lengths), _ = pt_crops.collate([(torch.from_numpy(pt_crops[i]), torch.tensor(0.0)) for i in (0, 1)])
     assert steps.shape == (2, 2, SIZE, SIZE, 3) and step_lengths.tolist() == [1, 1]  # one pair per 2-face track
+    missed = frames[~((frames["video_id"] == "v00.mp4") & (frames["frame_idx"] == CLIP_FRAMES[0][0] + 1))]
+    gap = missed.assign(frame_idx=missed["frame_idx"].where(missed["video_id"] != "v00.mp4", missed["frame_idx"] * 2))
+    for kind in (PAIR, PAIR_TRACK):  # a pair is one frame apart: a missed detection leaves no pair
+        keys = set(map(tuple, learner_inputs(gap, crops[: len(gap)], kind)[0][FACE_KEY].to_numpy()))
+        assert not any(v == "v00.mp4" for v, _, _ in keys), kind
 
 
 @pytest.mark.parametrize("rnn,bidirectional,view", [("gru", True, "rgb"), ("lstm", False, "rgb"),
@@ -242,9 +247,10 @@ def test_sequence_forward_over_unequal_tracks_matches_each_track_alone(data, rnn
                   sequence=SequenceConfig(encoder="meso4", rnn=rnn, hidden=8, bidirectional=bidirectional))
     model = build_learner(cfg).eval()
     kind = input_kind(cfg)
-    if kind == PAIR_TRACK:  # in every other video, one track of 3 faces (2 pairs) beside those of 2 (1 pair)
+    if kind == PAIR_TRACK:  # in every other video, a run of 3 faces (2 pairs) beside those of 2 (1 pair)
         longer = (frames["frame_idx"] == CLIP_FRAMES[1][0]) & (frames["video_id"].str[1:3].astype(int) % 2 == 0)
-        frames = frames.assign(clip_idx=np.where(longer, 0, frames["clip_idx"]))
+        frames = frames.assign(clip_idx=np.where(longer, 0, frames["clip_idx"]),
+                               frame_idx=np.where(longer, CLIP_FRAMES[0][1] + 1, frames["frame_idx"]))
     _, tracks = learner_inputs(frames, crops, kind)
     batch = predict_logits(model, tracks, TRAIN)  # one batch of tracks of unequal lengths
     alone = np.concatenate([predict_logits(model, tracks[[i]], TRAIN) for i in range(len(tracks))])
@@ -373,6 +379,7 @@ def test_temporal_learners_run_through_oof_stack_and_the_packaged_detector(tmp_p
     (["faces.clip_len=2", "faces.decoder=pyav_ref"], "clip_len > 1 only with decoder opencv"),
     (["learners.s={name: sequence, sequence: {encoder: spectrum}}", "select=[s]"], "unknown encoder 'spectrum'"),
     (["learners.s={name: sequence, sequence: {rnn: transformer}}", "select=[s]"], "valid: gru, lstm"),
+    (["learners.d={name: meso4, view: sobel}", "select=[d]"], "unknown view 'sobel'"),
 ])
 def test_temporal_setting_mistakes_exit_2_with_one_message(settings, message, tmp_path, capsys):
     from pipelines import oof
@@ -383,3 +390,27 @@ def test_temporal_setting_mistakes_exit_2_with_one_message(settings, message, tm
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "corpus").exists()  # stopped before any work
+
+
+def test_a_pair_learner_without_pairs_stops_before_any_unit(data):
+    """Faces that never show in two consecutive frames of a clip (a face set of one image per
+    video) give a pair learner no items: one message naming it, before any unit trains."""
+    from features.common import ConfigError
+    from pipelines.oof import check_items
+
+    frames, _ = data
+    check_items(frames, LEARNERS)  # two consecutive frames per clip: items in every fold
+    single = frames.assign(clip_idx=np.arange(len(frames)))  # every face its own clip
+    check_items(single, {"seq": SEQ})  # tracks of one face are still tracks
+    with pytest.raises(ConfigError, match="learner 'delta' .pair items. has none in fold"):
+        check_items(single, LEARNERS)
+
+
+def test_sequence_encoder_starts_from_a_frame_learners_checkpoint(tmp_path):
+    frame = build_learner(LearnerConfig("meso4", input_size=SIZE))
+    torch.save(frame.state_dict(), tmp_path / "meso4.pt")
+    seq = build_learner(replace(SEQ, sequence=replace(SEQ.sequence, encoder_weights=str(tmp_path / "meso4.pt"))))
+    mine = seq.encoder.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in frame.state_dict().items())
+    fresh = build_learner(SEQ).encoder.state_dict()
+    assert not all(torch.equal(fresh[k], v) for k, v in frame.state_dict().items())

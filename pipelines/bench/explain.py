@@ -35,6 +35,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from base_learners.explain import MAP_METHODS, MapConfig, face_maps
+from base_learners.inputs import FRAME, model_input_kind
 from features.common import from_dict
 from features.corpus.readers import read_test_labels
 from features.faces.detect import crop_face
@@ -135,6 +136,8 @@ def measure(detector, crops, regions, keys, methods: list[str], lime_faces: int,
     lime_pick = pd.DataFrame(keys, columns=["video", "frame"]).groupby("video").head(lime_faces).index.to_numpy()
     for learner in detector.spec.learners:
         models = detector.models(learner)
+        if model_input_kind(models[0]) != FRAME:  # pairs and tracks: no map of a single face
+            continue
         frac = float(getattr(models[0], "crop_frac", 1.0))
         for method in methods:
             pick = lime_pick if method == "lime" else np.arange(len(crops))

@@ -200,17 +200,20 @@ def shuffle_bound(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, learners: l
 
 def face_widths(videos: pd.DataFrame, faces: pd.DataFrame | None, video_ids) -> tuple[np.ndarray | None, str]:
     """(each video's face width in px, where it came from) or (None, why there is none): the
-    videos table's FACE_WIDTH_COLUMN, else the mean width of the video's face boxes, if they vary."""
+    videos table's FACE_WIDTH_COLUMN where the corpus gives it (a face set's metadata), else the
+    mean width of the video's face boxes, if they vary."""
     ids = pd.Index(pd.Series(video_ids).astype(str))
     if FACE_WIDTH_COLUMN in videos.columns:
         width = videos.set_index(videos["video_id"].astype(str))[FACE_WIDTH_COLUMN]
-        return pd.to_numeric(width.reindex(ids), errors="coerce").to_numpy(float), f"videos.{FACE_WIDTH_COLUMN}"
+        width = pd.to_numeric(width.reindex(ids), errors="coerce").to_numpy(float)
+        if np.isfinite(width).sum() >= WIDTH_BINS:
+            return width, f"videos.{FACE_WIDTH_COLUMN}"
     if faces is None or faces.empty:
-        return None, f"no videos.{FACE_WIDTH_COLUMN} column and no faces table"
+        return None, f"no videos.{FACE_WIDTH_COLUMN} given and no faces table"
     box = (faces["x1"] - faces["x0"]).groupby(faces["video_id"].astype(str)).mean().reindex(ids)
     if box.nunique() < WIDTH_BINS:
-        return None, (f"no videos.{FACE_WIDTH_COLUMN} column (the face set's reader does not keep one), "
-                      f"and the face boxes are {box.nunique()} width(s) (whole images: {box.median():.0f} px)")
+        return None, (f"no videos.{FACE_WIDTH_COLUMN} given, and the face boxes are {box.nunique()} "
+                      f"width(s) (whole images: {box.median():.0f} px)")
     return box.to_numpy(float), "face boxes (x1 - x0, mean per video)"
 
 
@@ -325,12 +328,12 @@ def main(argv=None) -> pd.DataFrame:
         print(m.to_string(float_format=lambda v: f"{v:.3f}"))
     if result.nested is not None:
         print(f"\nnested selection picked per outer fold: {result.nested.picks}")
+    if args.out:
+        table.to_csv(args.out, index=False)
     if args.why:
         print_why(X, preds, learners, args, result)
     print("\n" + "  ".join(f"{k} {v:.0f} s" for k, v in times.items()))
     print(f"stack outputs: {result.output_dir}; detector: {result.detector_uri or result.detector_note}")
-    if args.out:
-        table.to_csv(args.out, index=False)
     return table
 
 

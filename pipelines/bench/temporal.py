@@ -25,7 +25,6 @@ Runs `oof.py` and `stack.py` as pipelines.bench.real does (resumable; outputs un
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,7 +34,8 @@ from features.synth.fake import ARTIFACTS
 from meta.metrics import score
 from meta.resampling import bootstrap_log_losses, interval
 from pipelines import stack
-from pipelines.bench.real import NESTED, add_stage_args, figures, format_figures, predictions, run_stages
+from pipelines.bench.real import (NESTED, add_stage_args, figures, format_figures, oof_tables, predictions,
+                                  run_stages)
 from pipelines.stacking.report import BASELINE_METAS
 from pipelines.stacking.sweep import ALL_LEARNERS, FINAL_STAGE
 
@@ -80,15 +80,18 @@ def with_without(y, groups, preds: dict[str, np.ndarray], n_replicates: int, see
     return "\n".join(lines)
 
 
-def fake_strengths(videos: pd.DataFrame) -> pd.DataFrame:
-    """video_id -> the generator's artifact strengths, from each corpus root's fake_params.parquet."""
+def fake_strengths(videos: pd.DataFrame | None) -> tuple[pd.DataFrame | None, str]:
+    """(video_id -> the generator's artifact strengths, from each corpus root's fake_params.parquet,
+    or None and why there are none: the oof run's tables not found, or a corpus not generated here)."""
+    if videos is None:
+        return None, "the oof run's tables were not found"
     tables = []
     for root in videos["root"].astype(str).unique():
         path = stack._resolve_root(root) / FAKE_PARAMS
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no generator strengths (the artifact tables need the embedded corpus)")
+            return None, f"{path}: no generator strengths (a corpus that features.synth did not make)"
         tables.append(pd.read_parquet(path)[["video_id", *ARTIFACTS]])
-    return pd.concat(tables, ignore_index=True).drop_duplicates("video_id")
+    return pd.concat(tables, ignore_index=True).drop_duplicates("video_id"), ""
 
 
 def by_artifact(X: pd.DataFrame, preds: dict[str, np.ndarray], learners: list[str],
@@ -135,18 +138,21 @@ def main(argv=None) -> dict[str, pd.DataFrame]:
     print(format_figures(table))
     print("\nwhat the temporal learners add (best stack with them / without them):")
     print(with_without(y, groups, preds, args.replicates, args.seed))
-    oof_dir = stack.oof_output_dir(stack.replace(stack.StackConfig(), oof_dir=args.oof_dir), result.oof_run_id)
-    videos = pd.read_parquet(Path(oof_dir) / "videos.parquet")
-    corr, losses = by_artifact(X, preds, learners, fake_strengths(videos))
-    print("\nSpearman correlation of each learner's P(FAKE) with the generator's strengths (labelled fakes):")
-    print(corr.to_string(float_format=lambda v: f"{v:.3f}"))
-    print("\nlog loss per group of videos (strong = top third of the fakes by that strength, weak = bottom third):")
-    print(losses.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    tables = {"figures": table}
+    strengths, why = fake_strengths(oof_tables(args, result)[0])
+    if strengths is None:
+        print(f"\nthe tables by artifact strength: skipped ({why})")
+    else:
+        tables["correlation"], tables["groups"] = by_artifact(X, preds, learners, strengths)
+        print("\nSpearman correlation of each learner's P(FAKE) with the generator's strengths (labelled fakes):")
+        print(tables["correlation"].to_string(float_format=lambda v: f"{v:.3f}"))
+        print("\nlog loss per group of videos (strong = top third of the fakes by that strength, weak = bottom third):")
+        print(tables["groups"].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print("\n" + "  ".join(f"{k} {v:.0f} s" for k, v in times.items()))
     if args.out:
-        for name, t in (("figures", table), ("correlation", corr), ("groups", losses)):
+        for name, t in tables.items():
             t.to_csv(f"{args.out}{name}.csv", index=name == "correlation")
-    return {"figures": table, "correlation": corr, "groups": losses}
+    return tables
 
 
 if __name__ == "__main__":

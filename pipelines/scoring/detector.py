@@ -26,7 +26,7 @@ from scipy.special import expit
 
 from base_learners.oof import (FACE_KEY, FRAME_PREDS_COLUMNS, frames_table, load_unit_model,
                                unit_name)
-from base_learners.inputs import input_kind, learner_inputs
+from base_learners.inputs import FRAME, input_kind, learner_inputs
 from base_learners.registry import LearnerConfig
 from base_learners.train import TrainConfig, predict_logits
 from features.aggregate import SEP, AggregateConfig, aggregate, learners_in
@@ -183,9 +183,11 @@ class Detector:
         features = pd.DataFrame(np.nan, index=pd.RangeIndex(n_rows), columns=self.spec.columns)
         features[[c for c in ZERO_WITHOUT_FRAMES if c in features.columns]] = 0.0
         present = [c for c in self.spec.columns if c in vf.columns]
-        scored = set(learners_in(vf))  # a learner without a row in this batch (no face, or no pair or
-        # track item) has no columns, as a video without faces has none: NaN. Others missing: drift
-        drift = [c for c in self.spec.columns if c not in vf.columns and c.split(SEP)[0] in scored]
+        # faces were scored, yet columns differ: drift, unless only pair or track learners lack
+        # them (no video of the batch had two consecutive faces of a track: NaN, as without faces)
+        missing = [c for c in self.spec.columns if c not in vf.columns]
+        drift = [c for c in missing if c.split(SEP)[0] in scored_frame_learners(vf, self.spec)
+                 or (SEP in c and c.split(SEP)[0] in learners_in(vf))]
         if drift:
             raise KeyError(f"video features lack columns the ensemble needs: {drift[:5]}")
         features.loc[todo, present] = vf[present].to_numpy(dtype=float)
@@ -215,6 +217,14 @@ class Detector:
         out["label"] = np.where(out["p_fake"] > threshold, "FAKE", "REAL")
         out = out.astype({"p_fake": float, "n_faces": int, "n_frames": int})
         return out[OUTPUT_COLUMNS + [SCORE_PREFIX + n for n in learners]]
+
+
+def scored_frame_learners(vf: pd.DataFrame, spec: DetectorSpec) -> set[str]:
+    """The spec's frame learners when any learner scored this batch (they score every face)."""
+    if not learners_in(vf):
+        return set()
+    return {name for name, ls in spec.learners.items()
+            if input_kind(from_dict(LearnerConfig, ls.learner_config, where=f"detector learner {name}")) == FRAME}
 
 
 def _no_folds(videos: pd.DataFrame) -> pd.DataFrame:

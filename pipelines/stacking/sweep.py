@@ -46,8 +46,9 @@ class SweepConfig:
     leave_one_out: bool = True  # also every subset with one learner left out
     subsets: dict[str, list[str]] = field(default_factory=dict)  # named learner subsets swept too, e.g.
     # {frames: [meso4, resnext]} (the ensemble without the temporal learners); learners absent from
-    # the oof run are left out of a subset, and a subset left with fewer than two is skipped
-    loo_calibrations: list[str] | None = None  # calibrations on those subsets (None: calibrations)
+    # the oof run are left out of a subset, and a subset left with fewer than two learners, or equal
+    # to one already swept, is skipped
+    loo_calibrations: list[str] | None = None  # calibrations on those and the named subsets (None: calibrations)
     baselines: bool = True  # each learner alone + the plain average (per subset)
     target_prior: float | None = None  # deploy-time P(FAKE); None keeps the training prior
     meta_params: dict[str, dict] = field(default_factory=dict)  # e.g. {lgbm: {n_estimators: 100}}
@@ -59,7 +60,7 @@ class EnsembleSpec:
     calibration: str
     clip: str
     learners: tuple[str, ...]
-    subset: str  # "all" or "-{learner}" (leave-one-out) or the single learner's name
+    subset: str  # "all", "-{learner}" (leave-one-out), a named subset, or the single learner's name
 
     @property
     def is_baseline(self) -> bool:
@@ -84,7 +85,7 @@ def make_specs(sweep: SweepConfig, learners: list[str]) -> list[EnsembleSpec]:
         if name == ALL_LEARNERS or name.startswith("-"):
             raise ConfigError(f"sweep.subsets: {name!r} is reserved (all learners, leave-one-out subsets)")
         present = tuple(l for l in learners if l in chosen)
-        if len(present) >= MIN_SUBSET:
+        if len(present) >= MIN_SUBSET and present not in {ls for _, ls in subsets}:  # not twice
             subsets.append((name, present))
     specs: list[EnsembleSpec] = []
     if sweep.baselines:
