@@ -414,3 +414,24 @@ def test_sequence_encoder_starts_from_a_frame_learners_checkpoint(tmp_path):
     assert all(torch.equal(mine[k], v) for k, v in frame.state_dict().items())
     fresh = build_learner(SEQ).encoder.state_dict()
     assert not all(torch.equal(fresh[k], v) for k, v in frame.state_dict().items())
+
+
+def test_detector_tells_a_pair_learner_without_pairs_from_drift():
+    """A batch where no face shows in two consecutive frames has no delta columns: NaN, as for a
+    video without faces. A frame learner's column missing once faces were scored is drift."""
+    from pipelines.scoring.detector import Detector, DetectorSpec, LearnerSpec
+
+    learners = {"meso4": LearnerSpec({"name": "meso4"}, {}, [0]),
+                "delta": LearnerSpec({"name": "meso4", "view": "delta"}, {}, [0])}
+    spec = DetectorSpec(faces={}, aggregate={}, learners=learners,
+                        columns=["n_faces", "meso4__mean", "meso4__max", "delta__mean"])
+    detector = Detector(spec, ensemble=None, checkpoints=".")
+    vf = pd.DataFrame({"n_faces": [3.0], "meso4__mean": [0.9], "meso4__max": [0.95]})
+    features = detector._features(1, pd.Index([0]), vf)
+    assert features.loc[0, "meso4__mean"] == 0.9 and np.isnan(features.loc[0, "delta__mean"])
+    with pytest.raises(KeyError, match="meso4__max"):  # a frame learner's stat gone: drift
+        detector._features(1, pd.Index([0]), vf.drop(columns="meso4__max"))
+    with pytest.raises(KeyError, match="meso4__mean"):  # pairs scored but the frame learner has none
+        detector._features(1, pd.Index([0]), vf.drop(columns=["meso4__mean", "meso4__max"]).assign(delta__mean=0.5))
+    no_faces = detector._features(1, pd.Index([0]), pd.DataFrame({"n_faces": [0.0]}))
+    assert no_faces.loc[0, ["meso4__mean", "meso4__max", "delta__mean"]].isna().all()

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from features.aggregate import SEP
+from meta.evaluate import outer_cv
 from meta.learners import build_meta
 from meta.metrics import log_loss, score
 from meta.resampling import (
@@ -144,14 +145,9 @@ def correlations(y, preds: dict[str, np.ndarray], learners: list[str]) -> dict[s
 
 def outer_cv_stack(X: pd.DataFrame, y: np.ndarray, folds: np.ndarray, learners: list[str],
                    meta: str = WHY_META) -> np.ndarray:
-    """Outer-CV P(FAKE) of one level-1 model (no calibration, no clipping) over `learners`,
-    by the stack's own folds: fit on the other folds' rows, predict each fold's."""
-    p = np.empty(len(y))
-    for k in np.unique(folds):
-        held = folds == k
-        model = build_meta(meta, learners=learners).fit(X.loc[~held], y[~held])
-        p[held] = model.predict_proba(X.loc[held])[:, 1]
-    return p
+    """Outer-CV P(FAKE) of one level-1 model (no calibration, no clipping) over `learners`, by
+    the stack's own folds and groups (X's `group` column)."""
+    return outer_cv(build_meta(meta, learners=learners), X, y, folds, X["group"].to_numpy())
 
 
 def learner_columns(X: pd.DataFrame, learner: str) -> list[str]:

@@ -107,11 +107,13 @@ class Detector:
         self.last_batch: ScoredBatch | None = None
 
     # ---- level 0 models, loaded once
+    def learner_config(self, learner: str) -> LearnerConfig:
+        return from_dict(LearnerConfig, self.spec.learners[learner].learner_config, where=f"detector learner {learner}")
+
     def models(self, learner: str) -> list[torch.nn.Module]:
-        ls = self.spec.learners[learner]
-        lcfg = from_dict(LearnerConfig, ls.learner_config, where=f"detector learner {learner}")
+        lcfg = self.learner_config(learner)
         out = []
-        for k in ls.folds:
+        for k in self.spec.learners[learner].folds:
             if (learner, k) not in self._models:
                 unit_dir = self.checkpoints / learner / unit_name(k)
                 self._models[(learner, k)] = load_unit_model(unit_dir, lcfg)
@@ -165,8 +167,7 @@ class Detector:
             tcfg = from_dict(TrainConfig, ls.train_config, where=f"detector train {learner}")
             device = self._device(tcfg.device)
             tcfg = replace(tcfg, device=device) if device else tcfg
-            kind = input_kind(from_dict(LearnerConfig, ls.learner_config, where=f"detector learner {learner}"))
-            items, inputs = learner_inputs(frames, crops, kind)
+            items, inputs = learner_inputs(frames, crops, input_kind(self.learner_config(learner)))
             if items.empty:  # e.g. a pair learner on a video whose faces never show twice in a clip
                 continue
             logits = [predict_logits(m, inputs, tcfg).astype(np.float64) for m in self.models(learner)]
@@ -184,10 +185,12 @@ class Detector:
         features[[c for c in ZERO_WITHOUT_FRAMES if c in features.columns]] = 0.0
         present = [c for c in self.spec.columns if c in vf.columns]
         # faces were scored, yet columns differ: drift, unless only pair or track learners lack
-        # them (no video of the batch had two consecutive faces of a track: NaN, as without faces)
-        missing = [c for c in self.spec.columns if c not in vf.columns]
-        drift = [c for c in missing if c.split(SEP)[0] in scored_frame_learners(vf, self.spec)
-                 or (SEP in c and c.split(SEP)[0] in learners_in(vf))]
+        # them all (no video of the batch had two consecutive faces of a track: NaN, as without
+        # faces); frame learners score every face, so once any learner scored, they must have
+        scored = set(learners_in(vf))
+        if scored:
+            scored |= {n for n in self.spec.learners if input_kind(self.learner_config(n)) == FRAME}
+        drift = [c for c in self.spec.columns if c not in vf.columns and c.split(SEP)[0] in scored]
         if drift:
             raise KeyError(f"video features lack columns the ensemble needs: {drift[:5]}")
         features.loc[todo, present] = vf[present].to_numpy(dtype=float)
@@ -217,14 +220,6 @@ class Detector:
         out["label"] = np.where(out["p_fake"] > threshold, "FAKE", "REAL")
         out = out.astype({"p_fake": float, "n_faces": int, "n_frames": int})
         return out[OUTPUT_COLUMNS + [SCORE_PREFIX + n for n in learners]]
-
-
-def scored_frame_learners(vf: pd.DataFrame, spec: DetectorSpec) -> set[str]:
-    """The spec's frame learners when any learner scored this batch (they score every face)."""
-    if not learners_in(vf):
-        return set()
-    return {name for name, ls in spec.learners.items()
-            if input_kind(from_dict(LearnerConfig, ls.learner_config, where=f"detector learner {name}")) == FRAME}
 
 
 def _no_folds(videos: pd.DataFrame) -> pd.DataFrame:
