@@ -30,7 +30,7 @@ import torch
 from base_learners.registry import LearnerConfig
 from base_learners.sequence import SEQUENCE_LEARNERS, SequenceLearner
 from base_learners.views import view_frames
-from features.faces.extract import with_clip_idx
+from features.contract import with_clip_idx
 
 FRAME, PAIR, TRACK, PAIR_TRACK = "frame", "pair", "track", "pair_track"
 INPUT_KINDS = (FRAME, PAIR, TRACK, PAIR_TRACK)

@@ -2,7 +2,7 @@
 
 A unit (learner, fold k) trains on the faces of the videos in the other folds (frame label = video
 label), then predicts every face of fold k (the OOF rows) and every face of the unlabelled/test
-videos. A learner's test rows are the mean logit over its fold models (DESIGN.md rule 4). No number
+videos. A learner's test rows are the mean logit over its fold models (docs/design.md rule 4). No number
 computed on fold k steers the unit that predicts it (rule 2): fit sees only the training folds.
 
 Resumable: a unit's outputs live in a folder named by a content hash of everything that decides
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -38,28 +39,31 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import expit
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from base_learners.inputs import FRAME, ITEMS_VERSION, CropSequences, input_kind, learner_inputs
 from base_learners.registry import LearnerConfig, build_learner, learner_key
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
 from features.common import (
-    ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict,
+    ConfigError,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_with,
+    config_hash,
+    from_dict,
     to_dict,
 )
-from features.engine import LOCAL_ENGINE, Engine, Resources
-from features.faces.extract import with_clip_idx
+from features.contract import FACE_KEY, FRAME_PREDS_COLUMNS, REFIT_FOLD, UNIT_FILES, unit_name, with_clip_idx
+from features.engines import LOCAL_ENGINE, Engine, Resources
 from features.faces.pool import n_workers
 from features.faces.source import CropSource
+from features.losses import log_loss
 
-FACE_KEY = ["video_id", "frame_idx", "face_idx"]
-FRAME_PREDS_COLUMNS = ["video_id", "frame_idx", "face_idx", "learner", "fold", "logit", "prob"]
-UNIT_FILES = ("model.pt", "preds.parquet", "metrics.json")  # written in this order; the last marks done
+log = logging.getLogger(__name__)
 SEED_MODULUS = 2**31 - 1  # unit seeds must fit torch/numpy seed ranges
 ROLE_OOF, ROLE_TEST = "oof", "test"
 Crops = np.ndarray | CropSource  # (N, S, S, 3) uint8 aligned to the frames rows
-REFIT_FOLD = -1  # the unit "fold" of a learner's model refit on every labelled video (no held-out fold)
 
 
 class OOFIntegrityError(AssertionError):
@@ -121,26 +125,6 @@ def _no_scope(unit: Unit) -> AbstractContextManager[UnitHooks]:
 # ---------------------------------------------------------------- inputs
 
 
-def frames_table(faces: pd.DataFrame, videos: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    """One row per face with its video's label, group, fold and clip; sorted by (video, frame, face).
-
-    Rows with a fold are OOF/training rows; rows without one (test split, unlabelled) are test rows,
-    scored by every fold model. A fold without a label cannot be trained on, so it is an error.
-    """
-    frames = with_clip_idx(faces)[FACE_KEY + ["crop_idx", "clip_idx"]].merge(
-        videos[["video_id", "label", "group"]], on="video_id", how="left", validate="many_to_one"
-    ).merge(folds[["video_id", "fold"]], on="video_id", how="left", validate="many_to_one")
-    unknown = frames.loc[frames["group"].isna(), "video_id"].unique()
-    if len(unknown):
-        raise ValueError(f"faces table has videos absent from the videos table: {list(unknown[:5])}")
-    bad = frames["label"].isna() & frames["fold"].notna()
-    if bad.any():
-        raise ValueError(f"videos with a fold but no label: {list(frames.loc[bad, 'video_id'].unique()[:5])}")
-    if frames.duplicated(FACE_KEY).any():
-        raise ValueError("faces table has duplicate (video_id, frame_idx, face_idx) rows")
-    return frames.sort_values(FACE_KEY, kind="stable").reset_index(drop=True)
-
-
 def merge_train_config(base: TrainConfig, override: dict[str, Any] | None, where: str) -> TrainConfig:
     """`base` with a (possibly nested) partial override, validated like any config."""
 
@@ -166,7 +150,7 @@ def _safe_auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def _safe_log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    return float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan")
+    return log_loss(y, p)  # NaN when empty
 
 
 def video_probs(preds: pd.DataFrame) -> pd.DataFrame:
@@ -232,11 +216,6 @@ def plan_units(
             key = config_hash(learner_key(lcfg), tcfg, k, unit_data)
             units.append(Unit(name, k, seed, key, Path(units_dir) / name / f"{unit_name(k)}-{key}"))
     return units
-
-
-def unit_name(fold: int) -> str:
-    """`fold<k>`, or `refit` for the model trained on every labelled video."""
-    return "refit" if fold == REFIT_FOLD else f"fold{fold}"
 
 
 def _load_unit(unit: Unit) -> UnitResult | None:
@@ -330,13 +309,6 @@ def train_unit(
     atomic_write_parquet(preds, unit.dir / UNIT_FILES[1])
     atomic_write_json(info, unit.dir / UNIT_FILES[2])
     return UnitResult(unit, False, preds, info, time.perf_counter() - t0)
-
-
-def load_unit_model(unit_dir: Path, lcfg: LearnerConfig) -> torch.nn.Module:
-    """A unit's fold model back from its checkpoint (state dict, loaded with weights_only=True)."""
-    model = build_learner(lcfg)
-    model.load_state_dict(torch.load(Path(unit_dir) / UNIT_FILES[0], map_location="cpu", weights_only=True))
-    return model.eval()
 
 
 def units_table(results: list[UnitResult], relative_to: Path) -> pd.DataFrame:
@@ -459,7 +431,7 @@ def run_oof(
     `frames` comes from `frames_table` and `crops` is aligned to its rows (a CropSource of it);
     `train_cfgs` has one TrainConfig per learner (per-learner overrides already applied);
     `workers` processes train units (1: in this process; 0: one per core); `engine` decides where
-    (features.engine: the local pool, or one Ray task per unit, a GPU requested for CUDA units).
+    (features.engines: the local pool, or one Ray task per unit, a GPU requested for CUDA units).
 
     `refit`: instead one model per learner refit on every labelled video (the test-time
     alternative to the k fold models: 1/k of the level-0 cost per scored video); frame_preds then
@@ -484,6 +456,8 @@ def run_oof(
             hooks.on_done(result)
         done[unit] = result
         bar.update()
+    log.info("%s: %d units to train, %d finished earlier (%s)", "refit" if refit else "oof", len(todo),
+             len(done), units_dir)
     for result in _train_units(todo, frames, crops, learners, train_cfgs, unit_scope, workers, progress,
                                engine):
         done[result.unit] = result

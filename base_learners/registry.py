@@ -23,6 +23,7 @@ from base_learners.spectral import SPECTRUM_MEAN, SPECTRUM_STD, SpectrumMLP
 from base_learners.timm_learners import DEFAULT_VARIANTS, TimmLearner, create_timm
 from base_learners.views import build_view
 from features.common import Registry, to_dict
+from features.contract import UNIT_FILES
 
 
 @dataclass
@@ -234,3 +235,10 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
             f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
+
+
+def load_unit_model(unit_dir: Path, lcfg: LearnerConfig) -> torch.nn.Module:
+    """A unit's fold model back from its checkpoint (state dict, loaded with weights_only=True)."""
+    model = build_learner(lcfg)
+    model.load_state_dict(torch.load(Path(unit_dir) / UNIT_FILES[0], map_location="cpu", weights_only=True))
+    return model.eval()

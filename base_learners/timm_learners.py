@@ -25,7 +25,7 @@ from torch import nn
 
 from base_learners import timm_tiny  # noqa: F401  (registers resnext_tiny, xception_tiny with timm)
 
-# full profile: the DFDC-scale models named in DESIGN.md
+# full profile: the DFDC-scale models named in docs/design.md
 DEFAULT_VARIANTS = {
     "resnext": "resnext50_32x4d",
     "xception": "legacy_xception",

@@ -1,6 +1,6 @@
 """Train one level-0 learner on face crops, and predict logits with it.
 
-Leakage (DESIGN.md rule 2): `fit` only ever receives the training folds. Early stopping, when on,
+Leakage (docs/design.md rule 2): `fit` only ever receives the training folds. Early stopping, when on,
 watches an inner grouped split of those (GroupShuffleSplit on `groups`: a fake and its original stay
 on one side), never the held-out fold. With `inner_val_frac = 0` it trains a fixed number of epochs.
 
@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from base_learners.augment import AugmentConfig, augment, center_crop, resize
 from features.common import ConfigError
+from features.losses import log_loss_from_logits
 
 BALANCE_MODES = ("none", "pos_weight", "sampler")
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -70,6 +71,9 @@ class TrainConfig:
     # oversubscription when other processes share a small CPU
     num_workers: int = 0
     deterministic: bool = True  # torch.use_deterministic_algorithms while fitting
+
+    def __post_init__(self) -> None:
+        validate(self)  # on load, not after the face stage
 
 
 @dataclass
@@ -433,7 +437,7 @@ def fit(
             val_loss = None
             if va_idx is not None:
                 logits = predict_logits(model, crops[va_idx], cfg) + offset
-                val_loss = _log_loss(labels[va_idx], logits)
+                val_loss = log_loss_from_logits(labels[va_idx], logits)
             lr = opt.param_groups[0]["lr"]
             metrics = dict(epoch=epoch, train_loss=train_loss, inner_val_loss=val_loss, lr=lr,
                            seconds=time.perf_counter() - t0, train_samples=n_seen,
@@ -448,12 +452,6 @@ def fit(
         model.logit_offset.fill_(offset)
         model.eval()
     return FitResult(model, history, va_idx, stopper.best_epoch, offset)
-
-
-def _log_loss(y: np.ndarray, logits: np.ndarray) -> float:
-    """Mean binary cross-entropy from logits, computed stably in float64."""
-    z = logits.astype(np.float64)
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
 @torch.inference_mode()

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from features.common import Registry
+from features.contract import FRAME_PREDS_COLUMNS
 
 SEP = "__"  # `{learner}__{stat}`
 KEY = ["learner", "video_id"]
-FRAME_PREDS_COLUMNS = ("video_id", "frame_idx", "face_idx", "learner", "logit", "prob")
 VIDEO_COLUMNS = ("video_id", "label", "fold", "split", "group", "status", "message", "n_frames",
                  "n_faces", "n_sampled", "det_prob_mean")
 MAIN_TRACK = 0  # face_idx of the main (first, largest) track

@@ -2,13 +2,19 @@
 
 Every stage of fakestack is a function over tidy tables with a typed config. These helpers keep
 the three cross-cutting promises in one place: unknown names and keys fail loudly with the valid
-choices listed, finished work is recognised by a content hash of its inputs and config, and a file
-that exists is complete (written to a temporary name, then renamed).
+choices listed, values of the wrong type fail on load (pydantic checks each value against its
+field's annotation), finished work is recognised by a content hash of its inputs and config, and a
+file that exists is complete (written to a temporary name, then renamed).
+
+Fields that cannot change a result (processes, progress bars, paths, where work runs) are declared
+with `runtime_field`: `result_dict` and `config_hash` leave them out, so no cache key depends on
+them. Thread counts and devices can change results bit for bit: they are ordinary fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
 import pandas as pd
+import pydantic
 
 T = TypeVar("T")
 HASH_CHARS = 16  # hex characters kept from a sha256: short enough for file names, ample for caches
@@ -71,11 +78,50 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
+RUNTIME = "runtime"  # field metadata key: the field cannot change any result
+
+
+def runtime_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A dataclass field that cannot change a result: left out of `result_dict` and cache keys."""
+    return dataclasses.field(default=default, metadata={RUNTIME: True}, **kwargs)
+
+
+@functools.lru_cache(maxsize=None)
+def _adapter(tp: Any) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(tp)
+
+
+def _check_type(tp: Any, value: Any, where: str) -> Any:
+    """`value` validated against the annotation `tp` (pydantic's lax mode: "3" for an int is
+    accepted, "abc" is not); the error names the key. Annotations pydantic cannot build (rare)
+    pass unchecked."""
+    try:
+        adapter = _adapter(tp)
+    except (pydantic.PydanticSchemaGenerationError, TypeError):
+        return value
+    try:
+        return adapter.validate_python(value)
+    except pydantic.ValidationError as err:
+        reason = err.errors()[0]["msg"]
+        raise ConfigError(f"{where}: {value!r} does not fit {_type_name(tp)} ({reason})") from None
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
 def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Build nested dataclasses and tuples from plain YAML/JSON values."""
+    """Build nested dataclasses and tuples from plain YAML/JSON values, each value checked against
+    its annotation. An empty value (`--set key=`, YAML null) is None where the field allows None,
+    "" for a string field, and an error elsewhere."""
+    optional = _unwrap_optional(tp) is not tp or tp is Any or tp is type(None)
     tp = _unwrap_optional(tp)
     if value is None:
-        return None
+        if optional:
+            return None
+        if tp is str:
+            return ""
+        raise ConfigError(f"{where}: an empty value does not fit {_type_name(tp)}")
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
             return value
@@ -85,7 +131,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin is tuple and isinstance(value, (list, tuple)):
-        return tuple(value)
+        return _check_type(tp, tuple(value), where)
     if origin is list and args and isinstance(value, (list, tuple)):
         return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict and len(args) == 2 and isinstance(value, dict):
@@ -99,7 +145,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if tp is tuple and isinstance(value, list):
         return tuple(value)
-    return value
+    if isinstance(value, bool) and tp in (int, float):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return _check_type(tp, value, where)
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
@@ -116,12 +164,30 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     kwargs = {
         k: _coerce(types_[k], v, f"{where}.{k}" if where else k) for k, v in data.items()
     }
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a range check of __post_init__, or a bad combination
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A dataclass as plain JSON/YAML-friendly values (tuples become lists)."""
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def result_dict(cfg: Any) -> Any:
+    """`to_dict` without the runtime fields, through nested dataclasses, lists and dicts: what a
+    cache key may depend on."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        return {f.name: result_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if not f.metadata.get(RUNTIME)}
+    if isinstance(cfg, dict):
+        return {k: result_dict(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [result_dict(v) for v in cfg]
+    return json.loads(json.dumps(cfg, default=str))
 
 
 def config_hash(*parts: Any) -> str:
@@ -133,7 +199,7 @@ def config_hash(*parts: Any) -> str:
     h = hashlib.sha256()
     for part in parts:
         if dataclasses.is_dataclass(part) and not isinstance(part, type):
-            payload = json.dumps(to_dict(part), sort_keys=True).encode()
+            payload = json.dumps(result_dict(part), sort_keys=True).encode()
         elif isinstance(part, pd.DataFrame):
             payload = pd.util.hash_pandas_object(part, index=False).values.tobytes()
             payload += ",".join(map(str, part.columns)).encode()

@@ -2,7 +2,7 @@
 
 A calibrator maps a 1-D vector of P(FAKE) to a recalibrated P(FAKE): `fit(p, y)` then
 `transform(p)`. StackedEnsemble fits it on the meta-learner's INNER out-of-fold predictions of an
-outer training part, never on the rows it will score (DESIGN.md leakage rule 3).
+outer training part, never on the rows it will score (docs/design.md leakage rule 3).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def safe_logit(p, eps: float = LOGIT_EPS) -> np.ndarray:
 
 
 def prior_shift(p, train_prior: float, target_prior: float | None) -> np.ndarray:
-    """Shift P(FAKE) from the training prior to a target prior (DESIGN.md, Evaluation).
+    """Shift P(FAKE) from the training prior to a target prior (docs/design.md, Evaluation).
 
     logit(p') = logit(p) + logit(target) - logit(train): Bayes' rule for a change of class prior
     when the class-conditional evidence is unchanged. `target_prior=None` returns p unchanged.

@@ -14,7 +14,7 @@ import itertools
 
 import numpy as np
 
-from meta.metrics import LOG_LOSS_EPS
+from features.losses import log_loss
 
 CLIP_MODES = ("none", "fixed", "cv")
 DEFAULT_CLIP_BOUNDS = (0.01, 0.99)
@@ -40,10 +40,7 @@ def check_bounds(bounds) -> tuple[float, float]:
 
 
 def weighted_log_loss(y, p, sample_weight=None) -> float:
-    p = np.clip(np.asarray(p, dtype=float), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
-    y = np.asarray(y, dtype=float)
-    losses = -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
-    return float(np.average(losses, weights=sample_weight))
+    return log_loss(y, p, sample_weight)
 
 
 def choose_bounds(p, y, grid=DEFAULT_CLIP_GRID, sample_weight=None) -> tuple[float, float]:

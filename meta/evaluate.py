@@ -1,7 +1,7 @@
 """Honest level-1 evaluation: outer CV over the level-0 folds, and comparison-table rows.
 
 The OOF features of fold k came from level-0 models that never saw fold k, so the level-1 model is
-cross-validated over the same folds (DESIGN.md rule 3): fit on the other folds, score fold k.
+cross-validated over the same folds (docs/design.md rule 3): fit on the other folds, score fold k.
 Everything an estimator tunes (inner CV, calibration, clip bounds) happens inside its fit on the
 training part. One outer CV yields every stage (raw / calibrated / clipped) of a StackedEnsemble.
 """

@@ -1,7 +1,6 @@
 """Video-level metrics on P(FAKE), as DFDC scored them, plus reliability-curve data.
 
-Implemented directly (a few lines each) rather than via sklearn.metrics.log_loss so the clipping
-at 1e-15 is the one DFDC and older sklearn used, independent of the installed sklearn version.
+The log loss itself lives in features.losses (one clipping, 1e-15, for every stage).
 """
 
 from __future__ import annotations
@@ -10,7 +9,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-LOG_LOSS_EPS = 1e-15  # DFDC / classic sklearn clipping of probabilities before the log
+from features.losses import row_log_losses
+
 N_BINS = 10  # default number of equal-width bins for ECE and the reliability curve
 DECISION_THRESHOLD = 0.5  # accuracy threshold on P(FAKE)
 
@@ -25,15 +25,10 @@ def _arrays(y, p) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _row_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
-    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
-
-
 def log_loss(y, p) -> float:
     """Mean binary cross-entropy, natural log, probabilities clipped at 1e-15."""
     y, p = _arrays(y, p)
-    return float(_row_losses(y, p).mean()) if len(y) else float("nan")
+    return float(row_log_losses(y, p).mean()) if len(y) else float("nan")
 
 
 def balanced_log_loss(y, p) -> float:
@@ -42,7 +37,7 @@ def balanced_log_loss(y, p) -> float:
     NaN when a class is absent (the quantity is undefined then).
     """
     y, p = _arrays(y, p)
-    losses = _row_losses(y, p)
+    losses = row_log_losses(y, p)
     if not ((y == 1).any() and (y == 0).any()):
         return float("nan")
     return float(0.5 * (losses[y == 1].mean() + losses[y == 0].mean()))
@@ -72,7 +67,7 @@ def ece(y, p, n_bins: int = N_BINS) -> float:
 
 
 def score(y, p, n_bins: int = N_BINS) -> dict[str, float]:
-    """All headline metrics of DESIGN.md for one prediction vector (P(FAKE)) against labels 0/1."""
+    """All headline metrics of docs/design.md for one prediction vector (P(FAKE)) against labels 0/1."""
     y, p = _arrays(y, p)
     both = bool((y == 1).any() and (y == 0).any())
     return {

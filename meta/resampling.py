@@ -20,17 +20,10 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from meta.metrics import LOG_LOSS_EPS
+from features.losses import row_log_losses
 
 DEFAULT_REPLICATES = 1000
 DEFAULT_LEVEL = 0.95  # two-sided coverage of the percentile intervals
-
-
-def row_log_losses(y, p) -> np.ndarray:
-    """Per-row binary cross-entropy (natural log), probabilities clipped as meta.metrics does."""
-    y = np.asarray(y, dtype=float)
-    p = np.clip(np.asarray(p, dtype=float), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
-    return -(y * np.log(p) + (1.0 - y) * np.log1p(-p))
 
 
 def group_weights(groups, n_replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -8,6 +8,8 @@ overrides those again. Unknown keys fail loudly; the resolved config is saved wi
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +23,9 @@ from features.corpus.readers import CorpusError
 
 T = TypeVar("T")
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the code's own folder: for its git commit only
+HOME_ENV = "FAKESTACK_HOME"  # where the work folder and the MLflow store live (default: the current folder)
+HOME = Path(os.environ.get(HOME_ENV) or ".").resolve()
 DEFAULT_PROFILE = "demo"
 # what a user's mistake raises (a wrong path, bad metadata, a bad setting): one message, exit status 2
 USER_ERRORS = (ConfigError, CorpusError, FoldError, FileNotFoundError, NotADirectoryError)
@@ -85,7 +89,15 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
         help="override a config value, e.g. --set faces.n_frames=32 (repeatable)",
     )
 
-WORK_DIR = REPO_ROOT / ".fakestack"  # git-ignored: embedded corpus, face cache, checkpoints, tables
+WORK_DIR = HOME / ".fakestack"  # git-ignored: embedded corpus, face cache, checkpoints, tables
+
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Entry points only: what library code reports (cache reuse, units to train) goes to stderr."""
+    logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
 @contextmanager

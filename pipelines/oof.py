@@ -22,43 +22,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import mlflow
 import pandas as pd
 import torch
 import yaml
 
-from base_learners.oof import (
-    OOFResult, Unit, UnitResult, frames_table, merge_train_config,
-    prior_log_loss, run_oof, score_preds, unit_name, units_table,
-)
+import mlflow
 from base_learners.inputs import FRAME, PAIR, PAIR_FRAMES, PAIR_TRACK, input_kind, item_members
+from base_learners.oof import (
+    OOFResult,
+    Unit,
+    UnitResult,
+    merge_train_config,
+    prior_log_loss,
+    run_oof,
+    score_preds,
+    units_table,
+)
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
-from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, to_dict
+from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, runtime_field, to_dict
+from features.contract import TABLES, frames_table, unit_name
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.layouts import AUTO, read_videos, with_test_corpora
 from features.corpus.options import CorpusOptions
-from features.engine import LOCAL_ENGINE, Engine, check_engine
+from features.engines import LOCAL_ENGINE, Engine, check_engine
 from features.faces.config import FaceConfig
 from features.faces.extract import FaceResult, extract_faces
 from features.faces.images import import_faces
 from features.faces.source import CropSource
 from features.synth import SynthConfig, generate_corpus
 from features.synth.corpus import corpus_key
-from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error
+from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error, setup_logging
 from pipelines.tracking import MLFLOW_DIR, OOF_EXPERIMENT, git_commit, setup_tracking, ui_hint
 
 PIPELINE = "oof"
 STAGE_TAG = "fakestack.stage"
 UNIT_STAGE = "oof-unit"  # nested runs: never mistaken for a parent by the stack stage
-TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "refit_preds")
 SUMMARY_METRICS = ("frame_log_loss", "video_log_loss", "video_auc")
 PRIOR_ROW = "constant prior"
 EPOCH_METRICS = ("train_loss", "inner_val_loss", "lr", "seconds")
 NUMBERED_GPU = re.compile(r"cuda:\d+")
-ENGINE_FIELDS = ("engine", "ray_address")  # where work runs, never what it computes (features.engine)
 THROUGHPUT_NAN = {"train_faces_per_s": float("nan"), "predict_faces_per_s": float("nan")}
 
 
@@ -88,13 +93,13 @@ class OOFConfig:
     select: list[str] = field(default_factory=list)  # run only these learners (empty: all)
     train: TrainConfig = field(default_factory=TrainConfig)
     train_overrides: dict[str, dict] = field(default_factory=dict)  # learner -> partial TrainConfig
-    unit_workers: int = 1  # processes training learner x fold units (0: one per core; CPU only)
-    engine: str = "local"  # features.engine: local (a process pool here) | ray (tasks on a Ray cluster)
-    ray_address: str | None = None  # engine=ray: the cluster to join (None: RAY_ADDRESS, else a local Ray)
+    unit_workers: int = runtime_field(1)  # processes training learner x fold units (0: one per core; CPU only)
+    engine: str = runtime_field("local")  # features.engines: local (a process pool here) | ray (tasks on a Ray cluster)
+    ray_address: str | None = runtime_field(None)  # engine=ray: the cluster to join (None: RAY_ADDRESS, else a local Ray)
     refit: bool = False  # also one model per learner on every labelled video (a test-time choice; README)
-    workdir: str | None = None  # corpus, face cache, units, outputs; None: WORK_DIR (repo/.fakestack)
-    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
-    progress: bool = True
+    workdir: str | None = runtime_field(None)  # corpus, face cache, units, outputs; None: WORK_DIR (./.fakestack)
+    tracking_uri: str | None = runtime_field(None)  # None: MLFLOW_TRACKING_URI or the local sqlite store
+    progress: bool = runtime_field(True)
 
 
 @dataclass
@@ -164,10 +169,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, str]:
 
 def run_key(cfg: OOFConfig) -> str:
     """Names the output folder: the config minus settings that do not change results."""
-    d = to_dict(cfg)
-    for k in ("tracking_uri", "progress", "workdir", "unit_workers", *ENGINE_FIELDS):
-        d.pop(k)
-    return config_hash(d)
+    return config_hash(cfg)  # config_hash leaves the runtime fields out
 
 
 # ---------------------------------------------------------------- stages
@@ -411,10 +413,17 @@ def parse_config(argv: list[str] | None = None) -> tuple[OOFConfig, str]:
 
 def main(argv: list[str] | None = None) -> OOFRun:
     cfg, profile = parse_config(argv)
+    setup_logging()
     with exit_on_user_error("oof.py", (PretrainedUnavailableError,)):  # offline without a weights file
         result = run(cfg, profile=profile)
     print(report(result))
     return result
+
+
+
+def cli() -> None:
+    """The `fakestack-oof` console script: main() with exit status 0 (its result is for callers)."""
+    main()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ outer CV over the level-0 folds (meta.evaluate; calibration and clipping are fit
 outer training part), logs one MLflow run per configuration, refits the best on every OOF video
 and writes the DFDC submission.csv for the test videos, with a diagnostics file saying which
 videos got the prior because no face was seen. It also scores the whole selection by nested CV
-(the honest headline; pipelines.stacking.nested), writes the test figures per test corpus and
+(the honest headline; meta.nested), writes the test figures per test corpus and
 method (test_breakdown.csv) and packages and registers the whole detector
 (pipelines.scoring.package) for predict.py and serving.
 
@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,26 +35,23 @@ from tqdm.auto import tqdm
 
 import mlflow
 from features.aggregate import AggregateConfig, aggregate, learners_in
-from features.common import ConfigError, atomic_write_parquet, atomic_write_text, to_dict
+from features.common import ConfigError, atomic_write_parquet, atomic_write_text, runtime_field, to_dict
+from features.contract import OPTIONAL_TABLES, TABLES
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.readers import read_labels_file, read_test_labels
+from meta.capacity import inner_cv_shortfall
 from meta.metrics import score
-from pipelines.config import REPO_ROOT, WORK_DIR, add_config_args, build_config, exit_on_user_error
+from meta.nested import MIN_FOLDS, NestedResult, can_nest, nested_selection
+from meta.nested import comparison_row as nested_comparison_row
+from meta.selection import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
+from pipelines.config import HOME, WORK_DIR, add_config_args, build_config, exit_on_user_error, setup_logging
 from pipelines.explain.case import ExplainConfig
 from pipelines.explain.sources import explain_costliest
 from pipelines.scoring import package
 from pipelines.scoring.detector import TEST_TIMES
 from pipelines.stacking import breakdown, model, report, runs
-from pipelines.stacking.nested import MIN_FOLDS, NestedResult, can_nest, nested_selection
-from pipelines.stacking.nested import comparison_row as nested_comparison_row
-from pipelines.stacking.sweep import FINAL_STAGE, SpecResult, SweepConfig, evaluate_family, families, make_specs
-from pipelines.tracking import (MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking,
-                                ui_hint)
+from pipelines.tracking import MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking, ui_hint
 
-TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "refit_preds")
-# aggregate works without detections (det_prob_mean is then NaN); without units no detector is
-# packaged; refit_preds only scores the test split with refit level-0 models
-OPTIONAL_TABLES = ("faces", "units", "refit_preds")
 OUTPUT_DIR_TAG = "fakestack.output_dir"  # the oof run's output folder (its config.yaml, unit folders)
 TABLES_ARTIFACT = "tables"
 OOF_STAGE = "oof"
@@ -78,12 +76,12 @@ class StackConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     inner_k: int = 3  # inner grouped CV (calibration and clip bounds) inside each outer part
     seed: int = 0
-    n_jobs: int = 2  # configurations evaluated in parallel (processes); 1 = in this process
+    n_jobs: int = runtime_field(2)  # configurations evaluated in parallel (processes); 1 = in this process
     plots: bool = True  # reliability / ROC / importance per configuration
-    tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI or the local sqlite store
-    output_dir: str | None = None  # None: WORK_DIR/stack
+    tracking_uri: str | None = runtime_field(None)  # None: MLFLOW_TRACKING_URI or the local sqlite store
+    output_dir: str | None = runtime_field(None)  # None: WORK_DIR/stack
     test_labels: str | None = None  # a filename,label CSV for the test split (besides the corpus's)
-    print_rows: int | None = None  # comparison rows printed (None: all; the CSV has all)
+    print_rows: int | None = runtime_field(None)  # comparison rows printed (None: all; the CSV has all)
     registry_name: str = "fakestack"  # Model Registry name of the packaged detector ("" : not registered)
     test_time: str = "fold_models"  # the detector's level 0: fold_models | refit (needs oof.py refit=true)
     nested: bool = True  # also score the whole selection by nested CV (the honest headline; ~k x the sweep)
@@ -238,7 +236,7 @@ def refit_test_scores(best: SpecResult, tables: dict, cfg: StackConfig, X_test: 
 
 def _resolve_root(root: str) -> Path:
     path = Path(root)
-    return path if path.is_absolute() or path.exists() else REPO_ROOT / path
+    return path if path.is_absolute() or path.exists() else HOME / path
 
 
 def split_labels(videos: pd.DataFrame, test_ids: pd.Series, extra_csv: str | None) -> np.ndarray | None:
@@ -277,7 +275,7 @@ def evaluate_all(specs, cfg: StackConfig, X, X_test, y_test, plot_dir: Path, pro
     counts finished configurations. Results come back in the order of `specs`."""
     y = X["label"].to_numpy(dtype=int)
     args = (cfg.sweep, X, y, X["fold"].to_numpy(), X["group"].to_numpy(), X_test, y_test,
-            cfg.inner_k, cfg.seed, plot_dir if cfg.plots else None)
+            cfg.inner_k, cfg.seed, partial(report.spec_plots, plot_dir=plot_dir) if cfg.plots else None)
     # one BLAS thread per configuration: the fits are tiny, and threaded BLAS on a few hundred
     # rows costs more in spin-up than it gains (logreg ~5x slower with default threading)
     with threadpool_limits(limits=1), parallel_config(backend="loky", inner_max_num_threads=1):
@@ -325,6 +323,10 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
         X, X_test = split_features(vf)
         y_test = split_labels(tables["videos"], X_test["video_id"].astype(str), cfg.test_labels)
         specs = make_specs(cfg.sweep, _learners(vf))
+        shortfall = inner_cv_shortfall(specs, cfg.sweep, X["label"].to_numpy(dtype=int), X["fold"].to_numpy(dtype=int),
+                                       X["group"].to_numpy(), cfg.inner_k, cfg.seed, cfg.nested)
+        if shortfall:  # before the sweep: one line naming the setting, not sklearn's traceback minutes in
+            raise StackInputError(shortfall)
         tags = runs.common_tags(oof_run_id, source, git_commit())
         with mlflow.start_run(experiment_id=exp_id, run_name="stack-sweep",
                               tags={**tags, runs.KIND_TAG: "sweep"}) as parent:
@@ -499,6 +501,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> StackResult:
+    setup_logging()
     args = parse_args(argv)
     # bad settings, a missing or unusable oof run, an oof run id MLflow does not know
     with exit_on_user_error("stack.py", (StackInputError, MlflowException)):
@@ -506,6 +509,12 @@ def main(argv=None) -> StackResult:
         # set directly, not as --set strings: a run id such as "12e345" would parse as a number
         flags = {k: getattr(args, k) for k in ("oof_run_id", "oof_dir", "tracking_uri") if getattr(args, k)}
         return run(replace(cfg, **flags))
+
+
+
+def cli() -> None:
+    """The `fakestack-stack` console script: main() with exit status 0 (its result is for callers)."""
+    main()
 
 
 if __name__ == "__main__":

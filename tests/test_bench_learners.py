@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.bench import learners as bench_learners
-from pipelines.bench.learners import _steady_rate, main
+from benchmarks import learners as bench_learners
+from benchmarks.learners import _steady_rate, main
 
 OVERRIDES = ["select=[meso4, resnext]", "faces.crop_size=40", "learners.meso4.input_size=32",
              "learners.resnext.input_size=32", "learners.resnext.view=rgb", "train.batch_size=16",

@@ -90,9 +90,9 @@ def test_within_class_error_correlation_sees_shared_mistakes_not_the_label():
 
 
 def test_bench_table_ratios_and_prior():
-    """pipelines.bench.real's table: the prior is the other folds' fake share, ratios are to the
+    """benchmarks.real's table: the prior is the other folds' fake share, ratios are to the
     best single learner and the plain average, and a learner that knows nothing gains nothing."""
-    from pipelines.bench.real import AVERAGE, PRIOR, figures, fold_prior
+    from benchmarks.real import AVERAGE, PRIOR, figures, fold_prior
 
     y, groups, z, rng = toy()
     folds = groups % 3
@@ -164,7 +164,7 @@ def shared_error_features(n: int = 1500, shared_sd: float = 1.5, seed: int = 0):
 
 
 def test_shuffle_within_class_keeps_each_class_and_fold_and_leaves_the_best_alone():
-    from pipelines.bench.real import learner_columns, shuffle_within_class
+    from benchmarks.real import learner_columns, shuffle_within_class
 
     vf, _, y, folds, learners = shared_error_features(n=300)
     out = shuffle_within_class(vf, y, folds, ["weak_a"], np.random.default_rng(0))
@@ -183,7 +183,7 @@ def test_shuffle_within_class_keeps_each_class_and_fold_and_leaves_the_best_alon
 def test_shuffle_bound_shows_what_shared_errors_cost():
     """Weaker learners that share the best one's errors add little; shuffled within class (same
     scores per class, independent errors) they add much more."""
-    from pipelines.bench.real import shuffle_bound
+    from benchmarks.real import shuffle_bound
 
     vf, _, y, folds, learners = shared_error_features()
     best_alone = vf["best__mean"].to_numpy()
@@ -196,7 +196,7 @@ def test_shuffle_bound_shows_what_shared_errors_cost():
 
 
 def test_face_widths_and_correlation_by_width():
-    from pipelines.bench.real import correlation_by_width, face_widths
+    from benchmarks.real import correlation_by_width, face_widths
 
     vf, videos, y, _, learners = shared_error_features()
     widths, source = face_widths(videos, None, vf["video_id"])

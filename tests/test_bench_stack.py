@@ -1,11 +1,11 @@
-"""`python -m pipelines.bench.stack`: both stages per corpus seed, one comparable row per seed."""
+"""`python -m benchmarks.stack`: both stages per corpus seed, one comparable row per seed."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from pipelines.bench import stack as bench_stack
+from benchmarks import stack as bench_stack
 
 TINY_OOF = [
     "synth.n_originals=4", "synth.n_test_originals=1", "synth.fakes_per_original=[1, 2]",

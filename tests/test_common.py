@@ -6,7 +6,12 @@ import pandas as pd
 import pytest
 
 from features.common import (
-    ConfigError, Registry, atomic_write_parquet, config_hash, from_dict, to_dict,
+    ConfigError,
+    Registry,
+    atomic_write_parquet,
+    config_hash,
+    from_dict,
+    to_dict,
 )
 from pipelines.config import apply_override, build_config, load_profile, profiles
 

@@ -3,17 +3,17 @@ the stack reports test figures per test corpus and per method, in its summary, C
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from tiny_runs import tiny_oof, tiny_stack
 
+import mlflow
 from features.corpus.layouts import read_videos, with_test_corpora
 from features.corpus.readers import CorpusError
 from features.synth import SynthConfig, generate_corpus
 from pipelines import stack
-from tiny_runs import tiny_oof, tiny_stack
 from pipelines.stacking.breakdown import BY_CORPUS, BY_METHOD, breakdown_table, format_breakdown
 
 

@@ -8,8 +8,15 @@ import pytest
 
 from features.common import atomic_write_parquet
 from features.corpus.readers import (
-    DFDC_TEST_LABELS_NAME, METADATA_NAME, STATUS_MISSING, STATUS_OK, TEST_LABELS_NAME, VIDEO_COLUMNS, CorpusError,
-    read_corpora, read_test_labels,
+    DFDC_TEST_LABELS_NAME,
+    METADATA_NAME,
+    STATUS_MISSING,
+    STATUS_OK,
+    TEST_LABELS_NAME,
+    VIDEO_COLUMNS,
+    CorpusError,
+    read_corpora,
+    read_test_labels,
 )
 
 BASIC = {

@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 
 import cv2
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_runs import tiny_oof, tiny_stack
 
+import mlflow
 from features.corpus.deepfakebench import read_deepfakebench
 from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.layouts import detect_layout, read_videos
 from features.corpus.options import CorpusOptions
 from features.corpus.readers import CorpusError
 from features.faces.extract import load_crops
-from tiny_runs import tiny_oof, tiny_stack
 
 DATASET = "FaceForensics++"
 FRAMES_PER_VIDEO = 3

@@ -23,8 +23,7 @@ from tiny_runs import tiny_oof, tiny_stack
 
 import mlflow
 from base_learners.explain import MapConfig, face_maps
-from base_learners.oof import load_unit_model
-from base_learners.registry import LearnerConfig, build_learner, target_layer_path
+from base_learners.registry import LearnerConfig, build_learner, load_unit_model, target_layer_path
 from features.common import from_dict
 from features.faces.extract import load_crops
 from features.synth import SynthConfig, generate_corpus

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_runs import tiny_oof, tiny_stack
 
 from features.corpus.face_csv import CSV_NAME, MEDIA_FACES, read_face_csv
 from features.corpus.folds import FoldConfig, check_folds, make_folds
@@ -15,7 +16,6 @@ from features.corpus.readers import CorpusError
 from features.faces.config import FaceConfig
 from features.faces.extract import load_crops
 from features.faces.images import import_faces
-from tiny_runs import tiny_oof, tiny_stack
 
 HEADER = "videoname,original_width,original_height,label,original\n"
 IMAGE_DIR = "faces_224"

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 import timm
+import timm.models._builder as timm_builder
 import torch
 
-import timm.models._builder as timm_builder
 from base_learners.onet import ONET_INPUT_SIZE
 from base_learners.registry import LEARNERS, LearnerConfig, build_learner
 from base_learners.timm_learners import DEFAULT_VARIANTS, LIGHT_VARIANTS, PretrainedUnavailableError

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import mlflow
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
-from base_learners.oof import FRAME_PREDS_COLUMNS
+import mlflow
+from features.contract import FRAME_PREDS_COLUMNS
 from features.synth import SynthConfig, generate_corpus
+from mlflow import MlflowClient
 from pipelines.oof import OOF_EXPERIMENT, STAGE_TAG, TABLES, UNIT_STAGE, main, parse_config, run
 
 TINY = [

@@ -19,11 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import cv2
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
+import mlflow
 from features.synth import SynthConfig, generate_corpus
 from meta.metrics import log_loss
 from pipelines import oof, predict, stack
@@ -90,9 +90,10 @@ def test_stack_packages_and_registers_the_detector(trained):
     assert "test_log_loss" in version.tags
 
 
-def test_packaged_detector_reproduces_the_submission(trained):
+def test_packaged_detector_reproduces_the_submission(trained, monkeypatch):
     root, result, uri, submission, _ = trained
     mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv(ALLOWED_ROOTS_ENV, str(root))  # path requests read nothing without it
     model = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/1")
     out = model.predict(pd.DataFrame({"path": _test_paths(root, submission)}))
     assert list(out["filename"]) == list(submission["filename"])
@@ -100,13 +101,15 @@ def test_packaged_detector_reproduces_the_submission(trained):
     assert set(out["status"]) <= {"ok", "no_face"}
     assert [c for c in out.columns if c.startswith("score_")] == [
         f"score_{name}" for name in result.best.ensemble.meta_.learners_]
-    assert (out["label"] == np.where(out["p_fake"] > 0.5, "FAKE", "REAL")).all()
+    want = np.where(out["status"] == "ok", np.where(out["p_fake"] > 0.5, "FAKE", "REAL"), "")
+    assert (out["label"] == want).all()
 
 
-def test_refit_detector_scores_the_test_split_as_stack_reported(trained):
+def test_refit_detector_scores_the_test_split_as_stack_reported(trained, monkeypatch):
     root, _, uri, submission, refit = trained
     assert refit.detector_uri and refit.detector_version is None, refit.detector_note
     mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv(ALLOWED_ROOTS_ENV, str(root))
     model = mlflow.pyfunc.load_model(refit.detector_uri)
     spec = model.unwrap_python_model().detector.spec
     assert spec.test_time == "refit" and all(ls.folds == [-1] for ls in spec.learners.values())
@@ -176,10 +179,12 @@ def test_user_mistakes_exit_2_with_one_message(trained, tmp_path, capsys):
     root, result, uri, _, _ = trained
     (tmp_path / "empty").mkdir()
     base = ["--tracking-uri", uri, "--out", str(tmp_path / "p.csv"), "--set", f"cache_dir={tmp_path / 'faces'}"]
-    for argv in ([str(tmp_path / "empty"), "--model", result.detector_uri],  # a folder without videos
-                 [str(root), "--model", "models:/no-such-model/7"],  # a model that is not there
+    for argv in ([str(root), "--model", "models:/no-such-model/7"],  # a model that is not there
                  [str(root), "--set", "thresold=0.3"],  # a misspelt setting
-                 [str(root), "--model", result.detector_uri, "--out", str(tmp_path / "p.parquet")]):
+                 [str(root), "--model", result.detector_uri, "--out", str(tmp_path / "p.parquet")],
+                 [str(root), "--model", result.detector_uri, "--threshold", "2"],
+                 [str(root), "--model", result.detector_uri, "--threshold", "nan"],
+                 [str(root), "--model", result.detector_uri, "--set", "device=cuda:7"]):
         with pytest.raises(SystemExit) as err:
             predict.main(base + argv)  # argv last: its --out wins
         assert err.value.code == 2
@@ -194,7 +199,8 @@ def test_registered_model_predicts_in_a_fresh_process_outside_the_repo(trained, 
             f"m = mlflow.pyfunc.load_model('models:/{REGISTRY_NAME}/1')\n"
             "out = m.predict(pd.DataFrame({'path': json.loads(sys.argv[1])}))\n"
             "print(out[['filename', 'p_fake']].to_json(orient='records'))\n")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, ALLOWED_ROOTS_ENV: str(root),
+           "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     done = subprocess.run([sys.executable, "-c", code, json.dumps(paths)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -264,3 +270,75 @@ def test_served_model_answers_http_and_survives_bad_requests(trained, server, tm
     assert status == 200, body
     assert [r["status"] for r in body["predictions"]] == ["not_allowed", "ok", "not_a_video"]
     assert body["predictions"][1]["p_fake"] == pytest.approx(want, abs=ATOL)
+
+
+def _local_copy(uri: str, tracking: str, dest: Path) -> Path:
+    mlflow.set_tracking_uri(tracking)
+    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest)))
+
+
+def test_the_detector_is_data_and_refuses_tampering(trained, tmp_path, monkeypatch, capsys):
+    from pipelines.scoring import package
+    from pipelines.scoring.integrity import DIGEST_TAG, model_digest
+
+    _, result, uri, _, _ = trained
+    folder = _local_copy(f"models:/{REGISTRY_NAME}/1", uri, tmp_path / "m")
+    assert not list(folder.rglob("*.pkl")) and (folder / "served_model.py").is_file()
+    version = mlflow.MlflowClient().get_model_version(REGISTRY_NAME, "1")
+    assert version.tags[DIGEST_TAG] == model_digest(folder)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    predict.load_detector(f"models:/{REGISTRY_NAME}/1", None)  # loads with MLflow's pickle guard on
+    spec = folder / "artifacts" / "detector" / "detector.json"
+    doc = json.loads(spec.read_text())
+    name = next(iter(doc["learners"]))
+    doc["learners"][name]["learner_config"]["weights_path"] = "/etc/passwd"
+    spec.write_text(json.dumps(doc))
+    with pytest.raises(predict.ConfigError, match="differ from what packaging recorded"):
+        predict.load_detector(str(folder), None)  # the run its MLmodel names recorded the digest
+    with pytest.raises(predict.ConfigError, match="weights"):
+        package.load_detector_folder(folder / "artifacts" / "detector", None)
+    broken = _local_copy(f"models:/{REGISTRY_NAME}/1", uri, tmp_path / "b")
+    ckpt = next((broken / "artifacts" / "detector" / "units").rglob("model.pt"))
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    with pytest.raises(predict.ConfigError, match="damaged"):
+        package.load_detector_folder(broken / "artifacts" / "detector", None)
+    with pytest.raises(SystemExit) as err:
+        predict.main([str(tmp_path), "--model", str(broken), "--tracking-uri", uri, "--out", str(tmp_path / "p.csv")])
+    assert err.value.code == 2 and "Traceback" not in capsys.readouterr().err
+
+
+def test_inputs_that_cannot_be_judged_are_rows_without_a_label(trained, tmp_path):
+    root, result, uri, _, _ = trained
+    good = _judged_paths(root, result)[0]
+    (tmp_path / "x.mp4").mkdir()  # a folder named like a video
+    (tmp_path / "novideos").mkdir()
+    res = predict.main([good, str(tmp_path / "x.mp4"), str(tmp_path / "novideos"), "--model", result.detector_uri,
+                        "--tracking-uri", uri, "--out", str(tmp_path / "p.csv"), "--set", "progress=false",
+                        "--set", f"cache_dir={tmp_path / 'faces'}"])
+    t = res.table
+    assert len(t) == 3 and list(t["status"]) == ["ok", "not_a_video", "not_a_video"]
+    assert list(t["label"][1:]) == ["", ""] and t["label"][0] in ("FAKE", "REAL")
+    assert (t["p_fake"][1:] == pytest.approx(result.best.ensemble.prior_)) and all("prior" in m for m in t["message"][1:])
+
+
+def test_resume_rescores_a_replaced_file_and_relabels_at_the_new_threshold(trained, tmp_path, monkeypatch):
+    import shutil
+
+    root, result, uri, _, _ = trained
+    a, b = _judged_paths(root, result)[:2]
+    here = tmp_path / "v"
+    here.mkdir()
+    shutil.copy(a, here / "clip.mp4")
+    argv = [str(here / "clip.mp4"), "--model", result.detector_uri, "--tracking-uri", uri, "--out",
+            str(tmp_path / "p.csv"), "--set", f"cache_dir={tmp_path / 'faces'}", "--set", "progress=false"]
+    first = predict.main(argv)
+    shutil.copy(b, here / "clip.mp4")  # another video at the same path
+    os.utime(here / "clip.mp4", ns=(time.time_ns(), time.time_ns() + 10**9))
+    second = predict.main(argv)
+    assert second.n_skipped == 0 and second.table["p_fake"][0] != pytest.approx(first.table["p_fake"][0], abs=ATOL)
+    calls = []
+    monkeypatch.setattr(predict.Detector, "score", lambda *a, **k: calls.append(1))
+    p = float(second.table["p_fake"][0])
+    relabelled = predict.main(argv + ["--threshold", "0" if p > 0.5 else "1"])
+    assert relabelled.n_skipped == 1 and not calls
+    assert relabelled.table["label"][0] != second.table["label"][0]

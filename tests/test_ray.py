@@ -1,4 +1,4 @@
-"""Ray as the engine (features.engine, features.ray_engine) on a local Ray the test starts: 2 CPUs,
+"""Ray as the engine (features.engines, features.engines.ray_cluster) on a local Ray the test starts: 2 CPUs,
 no dashboard. The promises: the face stage and the units give the very tables the local engine
 gives; a worker killed in the middle of a unit is retried and changes nothing; a cluster address
 nobody listens at ends oof.py at once with one message and exit status 2."""
@@ -18,15 +18,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
+from unit_data import CROPS_KEY, LEARNERS, TRAIN, make_crops, make_tables, write_cache
 
-from base_learners.oof import frames_table, run_oof
-from features.engine import Engine
+from base_learners.oof import run_oof
+from features.contract import frames_table
+from features.engines import Engine
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces, load_crops
 from features.faces.source import CropSource
 from pipelines.oof import parse_config
-from tests.test_oof import CROPS_KEY, LEARNERS, TRAIN, make_crops, make_tables
-from tests.test_source import write_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_CPUS = 2

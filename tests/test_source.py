@@ -13,25 +13,15 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from unit_data import CROPS_KEY, LEARNERS, SIZE, TRAIN, make_crops, make_tables, write_cache
 
-from base_learners.oof import frames_table, run_oof
-from base_learners.train import predict_logits
+from base_learners.oof import run_oof
 from base_learners.registry import build_learner
+from base_learners.train import predict_logits
+from features.contract import frames_table
 from features.faces import cache
 from features.faces.extract import load_crops
 from features.faces.source import CropSource
-from tests.test_oof import CROPS_KEY, LEARNERS, SIZE, TRAIN, make_crops, make_tables
-
-
-def write_cache(crops_dir, frames: pd.DataFrame, crops: np.ndarray, fmt: str = "npy") -> None:
-    """A face cache holding `crops` (aligned to `frames` rows), each video's rows in crop_idx order."""
-    crops_dir.mkdir(parents=True, exist_ok=True)
-    cache.write_config(crops_dir, {"crop_format": fmt, "crop_size": SIZE})
-    for video_id, rows in frames.groupby("video_id", sort=False).indices.items():
-        order = rows[np.argsort(frames["crop_idx"].to_numpy()[rows])]
-        faces = frames.loc[order, ["video_id", "frame_idx", "face_idx", "crop_idx"]]
-        status = {"video_id": video_id, "status": "ok", "source": None}
-        cache.write_result(crops_dir, fmt, faces, crops[order], status)
 
 
 @pytest.fixture(scope="module")

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import re
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from scipy.special import expit
 
+import mlflow
 from features.common import from_dict
+from meta import nested
+from meta.selection import CalibrationFamily, EnsembleSpec, build_ensemble
 from meta.toy import toy_video_features
 from pipelines import stack
-from pipelines.stacking import nested, report
-from pipelines.stacking.sweep import CalibrationFamily, EnsembleSpec, build_ensemble
+from pipelines.stacking import report
 from pipelines.tracking import OOF_EXPERIMENT, STACK_EXPERIMENT, setup_tracking
 
 LEARNERS = {"alpha": 1.5, "beta": 0.8, "gamma": 0.3}  # name -> logit separation of the label

@@ -16,22 +16,23 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from unit_data import kill_during_second_unit
 
 from base_learners.inputs import FRAME, PAIR, PAIR_TRACK, TRACK, input_kind, learner_inputs
-from base_learners.oof import FACE_KEY, OOFIntegrityError, check_oof, frames_table, run_oof
+from base_learners.oof import OOFIntegrityError, check_oof, run_oof
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.sequence import SequenceConfig
 from base_learners.train import TrainConfig, predict_logits
 from base_learners.views import HIGHPASS_MID, build_view
+from features.contract import FACE_KEY, frames_table
+from features.faces import cache
 from features.faces.config import FaceConfig
 from features.faces.decode import clip_indices, sample_indices
 from features.faces.extract import cache_fields, extract_faces
-from features.faces import cache
 from features.synth import SynthConfig
 from features.synth.fake import FakeSpec, swap_frames
 from features.synth.identity import sample_identity
 from features.synth.scene import camera, make_scene, render_scene
-from test_oof import kill_during_second_unit
 
 N_VIDEOS, N_LABELLED, SIZE = 24, 20, 32
 CLIP_FRAMES = ((0, 1), (10, 11))  # two clips of two consecutive frames
@@ -349,10 +350,10 @@ def test_temporal_learners_run_through_oof_stack_and_the_packaged_detector(tmp_p
     with them exactly as submission.csv did."""
     import json
 
-    import mlflow
-
-    from features.synth import generate_corpus
     from tiny_runs import tiny_oof, tiny_stack
+
+    import mlflow
+    from features.synth import generate_corpus
 
     corpus = generate_corpus(tmp_path / "corpus", SynthConfig.tiny(n_originals=6), progress=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -29,9 +29,21 @@ import pandas as pd
 
 from features.corpus.folds import LINK_SEP, TEST_SPLIT
 from features.corpus.options import CorpusOptions
-from features.corpus.readers import (FAKE, REAL, STATUS_MISSING, STATUS_OK, TRAIN_SPLIT, VIDEO_EXTENSIONS,
-                                     CorpusError, check_on_missing, check_roots, listing, part_names,
-                                     raise_missing, videos_table)
+from features.corpus.readers import (
+    FAKE,
+    REAL,
+    STATUS_MISSING,
+    STATUS_OK,
+    TRAIN_SPLIT,
+    VIDEO_EXTENSIONS,
+    CorpusError,
+    check_on_missing,
+    check_roots,
+    listing,
+    part_names,
+    raise_missing,
+    videos_table,
+)
 
 REAL_DIR = "Celeb-real"
 YOUTUBE_DIR = "YouTube-real"

@@ -31,9 +31,20 @@ import pandas as pd
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import LINK_SEP
 from features.corpus.options import CorpusOptions
-from features.corpus.readers import (FAKE, METADATA_NAME, REAL, STATUS_MISSING, STATUS_OK, CorpusError,
-                                     check_on_missing, check_roots, listing, part_names, raise_missing,
-                                     videos_table)
+from features.corpus.readers import (
+    FAKE,
+    METADATA_NAME,
+    REAL,
+    STATUS_MISSING,
+    STATUS_OK,
+    CorpusError,
+    check_on_missing,
+    check_roots,
+    listing,
+    part_names,
+    raise_missing,
+    videos_table,
+)
 
 SPLIT_ORDER = ("train", "val", "test")  # a video under several splits keeps the first of these
 SNIFF_BYTES = 1 << 16  # a JSON is a DeepfakeBench dataset file when "frames" shows up this early

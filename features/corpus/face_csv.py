@@ -18,9 +18,20 @@ from typing import Sequence
 
 import pandas as pd
 
-from features.corpus.readers import (FAKE, LABEL_CODES, STATUS_MISSING, STATUS_OK, TRAIN_SPLIT, CorpusError,
-                                     check_on_missing, check_roots, listing, part_names, raise_missing,
-                                     videos_table)
+from features.corpus.readers import (
+    FAKE,
+    LABEL_CODES,
+    STATUS_MISSING,
+    STATUS_OK,
+    TRAIN_SPLIT,
+    CorpusError,
+    check_on_missing,
+    check_roots,
+    listing,
+    part_names,
+    raise_missing,
+    videos_table,
+)
 
 CSV_NAME = "metadata.csv"
 REQUIRED_COLUMNS = ("videoname", "label", "original")

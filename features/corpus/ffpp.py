@@ -48,9 +48,20 @@ import pandas as pd
 
 from features.corpus.folds import LINK_SEP, TEST_SPLIT
 from features.corpus.options import COMPRESSIONS, CorpusOptions
-from features.corpus.readers import (FAKE, ON_MISSING_CHOICES, REAL, STATUS_MISSING, STATUS_OK, TRAIN_SPLIT,
-                                     VIDEO_EXTENSIONS, CorpusError, check_roots, listing, part_names,
-                                     videos_table)
+from features.corpus.readers import (
+    FAKE,
+    ON_MISSING_CHOICES,
+    REAL,
+    STATUS_MISSING,
+    STATUS_OK,
+    TRAIN_SPLIT,
+    VIDEO_EXTENSIONS,
+    CorpusError,
+    check_roots,
+    listing,
+    part_names,
+    videos_table,
+)
 
 ORIGINALS_DIR = "original_sequences"
 MANIPULATED_DIR = "manipulated_sequences"

@@ -1,4 +1,4 @@
-"""Leak-free groups and stratified grouped folds (DESIGN.md, leakage rule 1).
+"""Leak-free groups and stratified grouped folds (docs/design.md, leakage rule 1).
 
 A fake shares its original's actor, background and motion; if the two land in different folds,
 an out-of-fold prediction is really an in-sample one and the stacked ensemble learns to trust

@@ -44,7 +44,7 @@ STRING_COLUMNS = ("video_id", "path", "root", "original", "split", "part", "stat
 VIDEO_COLUMNS = ("video_id", "path", "root", "label", "original", "split", "part", "group",
                  "status", "message", "media", "method", "compression", "links", "original_width")
 # original_width: the face's width in pixels before a face set resized it (the Kaggle "deepfake-faces"
-# metadata.csv gives it), else missing: pipelines.bench.real reads the learners' errors by face size
+# metadata.csv gives it), else missing: benchmarks.real reads the learners' errors by face size
 MEDIA_VIDEO = "video"
 
 

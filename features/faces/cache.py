@@ -10,7 +10,7 @@ Every file is written atomically, and the marker last: a video is done iff its m
 source key (file size, mtime) still matches, so a run killed at any moment and restarted redoes
 exactly the unfinished videos and ends with the same files as an uninterrupted run.
 
-Crop format: measured with `python -m pipelines.bench.faces --formats` on this 2-core machine (under
+Crop format: measured with `python -m benchmarks.faces --formats` on this 2-core machine (under
 heavy load from other jobs; 6 embedded-corpus videos, the same crops written both ways):
 
     crop_size  format  crops  files  MB     write ms/crop  read ms/crop  mean abs error
@@ -19,7 +19,7 @@ heavy load from other jobs; 6 embedded-corpus videos, the same crops written bot
     64         npy     46     6      0.54   0.21           0.22          0
     64         jpg     46     46     0.11   0.51           0.24          2.03
 
-At the full profile's 380 px, on 256 real DFDC faces (`python -m pipelines.bench.scale`): npy 433 KB
+At the full profile's 380 px, on 256 real DFDC faces (`python -m benchmarks.scale`): npy 433 KB
 a crop, jpg 24 KB (0.46 mean abs error; 27 KB on native crops of the generated 1080p videos); reading single crops in random order, as training does
 (`locate` + `read_at`, features.faces.source), 0.05 ms (npy) and 0.67 ms (jpg) a crop. All of DFDC
 (3.8M crops) is 1.65 TB as npy and ~0.09 TB as jpg, so the full profile caches jpg.

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from features.common import ConfigError
+from features.common import ConfigError, runtime_field
 from features.faces.decode import CLIP_DECODERS
 
-RUNTIME_FIELDS = ("workers", "decode_threads")  # do not change a single bit of the results
 SINGLE_FRAME_CLIPS = 1  # clip_len of the single-frame sampling every cache before clips was made with
 # torch threads per detecting process, whatever the worker count: MTCNN's float results differ in the
 # last bits between thread counts (and between batch compositions, hence batch_size is in the cache
@@ -22,7 +21,7 @@ DETECT_THREADS = 1
 
 @dataclass
 class FaceConfig:
-    """Every setting of the face stage. The fields outside RUNTIME_FIELDS form the cache key."""
+    """Every setting of the face stage. The fields that are not runtime fields form the cache key."""
 
     n_frames: int = 32  # frames (or clips) sampled evenly over each video (DFDC winners used 32)
     clip_len: int = 1  # consecutive frames at each sampled position (temporal learners read them);
@@ -45,9 +44,9 @@ class FaceConfig:
     crop_format: str = "npy"  # features.faces.cache.CROP_STORES: npy | jpg
     batch_size: int = 32  # frames per MTCNN call
     channels_last: bool = True  # MTCNN in channels-last memory: ~1.6x faster on CPU (its max-pools)
-    workers: int = 0  # processes; 0 = one per core; 1 = in this process
+    workers: int = runtime_field(0)  # processes; 0 = one per core; 1 = in this process
     device: str = "cpu"  # cpu | cuda | cuda:N | auto
-    decode_threads: int = 1  # FFmpeg threads per worker (workers already fill the cores)
+    decode_threads: int = runtime_field(1)  # FFmpeg threads per worker (workers already fill the cores)
 
     def __post_init__(self) -> None:
         checks = {

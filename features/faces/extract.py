@@ -10,6 +10,7 @@ and skipped on re-runs; the work runs in a process pool, one MTCNN per worker.
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +21,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from features.common import config_hash, to_dict
-from features.engine import LOCAL_ENGINE, Engine, Resources
+from features.common import config_hash, result_dict
+from features.contract import with_clip_idx
+from features.engines import LOCAL_ENGINE, Engine, Resources
 from features.faces import cache
-from features.faces.config import DETECT_THREADS, RUNTIME_FIELDS, SINGLE_FRAME_CLIPS, FaceConfig
+from features.faces.config import DETECT_THREADS, SINGLE_FRAME_CLIPS, FaceConfig
 from features.faces.decode import DECODERS, DecodeError, read_frames
 from features.faces.detect import build_detector, crop_face, detect_faces
 from features.faces.pool import n_workers
 from features.faces.tracking import link_tracks
 
+log = logging.getLogger(__name__)
 CACHE_VERSION = 1  # bump when the cached files change meaning; part of the cache key
 STATUSES = ("ok", "no_face", "decode_error", "missing_file")
 FACE_COLUMNS = {
@@ -56,7 +59,7 @@ class FaceResult:
 def cache_fields(cfg: FaceConfig) -> dict:
     """The settings that change what is extracted (runtime knobs left out), plus the cache version.
     Single-frame sampling leaves `clip_len` out, so caches made before clips existed stay valid."""
-    fields = {k: v for k, v in to_dict(cfg).items() if k not in RUNTIME_FIELDS}
+    fields = result_dict(cfg)
     if fields["clip_len"] == SINGLE_FRAME_CLIPS:
         del fields["clip_len"]
     return {**fields, "cache_version": CACHE_VERSION}
@@ -133,16 +136,6 @@ def _faces_and_crops(video_id: str, frames, dets, cfg: FaceConfig) -> tuple[pd.D
 def dense_rank(values: pd.Series) -> np.ndarray:
     """0, 1, 2 ... in the order of the distinct values (clips that hold a face, in time order)."""
     return np.unique(values.to_numpy(), return_inverse=True)[1].astype(np.int64)
-
-
-def with_clip_idx(faces: pd.DataFrame) -> pd.DataFrame:
-    """Faces rows with `clip_idx`; rows made before clips existed (always single frames: a cache
-    entry, an older run's faces table) get each frame with a face as its own clip, as a fresh
-    extraction numbers them."""
-    if "clip_idx" in faces.columns:
-        return faces
-    rank = faces.groupby("video_id", sort=False)["frame_idx"].rank(method="dense")
-    return faces.assign(clip_idx=rank.astype(np.int64) - 1)
 
 
 def _empty_faces() -> pd.DataFrame:
@@ -259,6 +252,8 @@ def extract_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str,
             missing[row.video_id] = status_row(row.video_id, "missing_file", f"{path}: no such file")
         elif not is_done(crops_dir, row.video_id, path):
             todo.append((row.video_id, str(path)))
+    log.info("faces: %d videos to extract, %d cached, %d missing (cache %s)", len(todo),
+             len(videos) - len(todo) - len(missing), len(missing), crops_dir.name)
     if todo:
         _run(todo, cfg, crops_dir, progress, engine)
     return collect_results(videos["video_id"].tolist(), missing, crops_dir)

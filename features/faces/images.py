@@ -20,14 +20,23 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.common import config_hash
-from features.faces import cache
 from features.corpus.face_csv import IMAGE_EXTENSIONS
+from features.engines import LOCAL_ENGINE, Engine, Resources
+from features.faces import cache
 from features.faces.config import SINGLE_FRAME_CLIPS, FaceConfig
 from features.faces.decode import clip_indices
-from features.engine import LOCAL_ENGINE, Engine, Resources
+from features.faces.extract import (
+    CACHE_VERSION,
+    FACE_COLUMNS,
+    FaceResult,
+    collect_results,
+    dense_rank,
+    is_done,
+    source_key,
+    status_row,
+    visible_or_raise,
+)
 from features.faces.pool import n_workers
-from features.faces.extract import (CACHE_VERSION, FACE_COLUMNS, FaceResult, collect_results, dense_rank,
-                                    is_done, source_key, status_row, visible_or_raise)
 
 SOURCE = "face_images"  # in the cache key: these crops were never detected here
 PRELOAD = ["features.faces.images"]  # imported once by the forkserver

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from features.common import runtime_field
+
 
 @dataclass(frozen=True)
 class SynthConfig:
@@ -43,7 +45,7 @@ class SynthConfig:
     colour_max: float = 1.0
     resolution_max: float = 1.0
     flicker_max: float = 1.0
-    workers: int = 1  # processes; does not change the output
+    workers: int = runtime_field(1)  # processes; does not change the output
 
     def __post_init__(self) -> None:
         lo, hi = self.fakes_per_original

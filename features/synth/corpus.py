@@ -26,7 +26,13 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.common import (
-    atomic_write_json, atomic_write_parquet, atomic_write_text, atomic_write_with, config_hash, to_dict,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+    atomic_write_with,
+    config_hash,
+    result_dict,
+    to_dict,
 )
 from features.synth.config import SynthConfig
 from features.synth.fake import sample_fake, swap_frames
@@ -147,7 +153,7 @@ def _run_group(job: GroupJob, cfg: SynthConfig, root: Path, key: str) -> int:
 
 def corpus_key(cfg: SynthConfig) -> str:
     """Hash of everything that changes the corpus (not `workers`)."""
-    settings = {k: v for k, v in to_dict(cfg).items() if k != "workers"}
+    settings = result_dict(cfg)
     return config_hash({"version": GENERATOR_VERSION, **settings})
 
 

@@ -12,8 +12,21 @@ import numpy as np
 
 from features.synth.identity import Identity
 from features.synth.render import (
-    LASH, MOUTH_INSIDE, PITCH_SHIFT, SCLERA, TEETH, YAW_FEATURE_SHIFT, YAW_NOSE_SHIFT, Canvas,
-    Expression, Light, face_halfwidth, gauss, grid, lambert, soft,
+    LASH,
+    MOUTH_INSIDE,
+    PITCH_SHIFT,
+    SCLERA,
+    TEETH,
+    YAW_FEATURE_SHIFT,
+    YAW_NOSE_SHIFT,
+    Canvas,
+    Expression,
+    Light,
+    face_halfwidth,
+    gauss,
+    grid,
+    lambert,
+    soft,
 )
 
 CLOSED_LID_DROP = 0.35  # a closed lid line sits this far (x eye half height) below the eye centre

@@ -18,14 +18,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from base_learners.oof import load_unit_model
-from base_learners.registry import LearnerConfig
+from base_learners.registry import LearnerConfig, load_unit_model
 from features.common import from_dict
 from features.corpus.face_csv import MEDIA_FACES
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces, load_crops
+from features.losses import row_log_losses
 from meta.contributions import contributions
-from meta.metrics import LOG_LOSS_EPS
 from pipelines.explain.case import ExplainConfig, VideoCase
 from pipelines.explain.report import report_name, write_report
 from pipelines.scoring import package
@@ -73,9 +72,8 @@ def write_detector_reports(detector, verdicts: pd.DataFrame, threshold: float, o
 
 
 def video_log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Each video's own log loss (natural log, clipped as meta.metrics clips)."""
-    p = np.clip(np.asarray(p, dtype=float), LOG_LOSS_EPS, 1.0 - LOG_LOSS_EPS)
-    return -(y * np.log(p) + (1 - y) * np.log1p(-p))
+    """Each video's own log loss (features.losses, the project's one clipping)."""
+    return row_log_losses(y, p)
 
 
 @dataclass

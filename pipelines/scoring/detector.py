@@ -14,6 +14,7 @@ No MLflow here: `pipelines.scoring.package` wraps this as a pyfunc model.
 
 from __future__ import annotations
 
+import pickle  # only for its exception class: checkpoints load with weights_only=True
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -24,13 +25,12 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
-from base_learners.oof import (FACE_KEY, FRAME_PREDS_COLUMNS, frames_table, load_unit_model,
-                               unit_name)
 from base_learners.inputs import FRAME, input_kind, learner_inputs
-from base_learners.registry import LearnerConfig
+from base_learners.registry import LearnerConfig, load_unit_model
 from base_learners.train import TrainConfig, predict_logits
 from features.aggregate import SEP, AggregateConfig, aggregate, learners_in
-from features.common import from_dict, to_dict
+from features.common import ConfigError, from_dict, to_dict
+from features.contract import FACE_KEY, FRAME_PREDS_COLUMNS, UNIT_FILES, frames_table, unit_name
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces
 from features.faces.source import CropSource
@@ -42,6 +42,9 @@ TEST_TIMES = ("fold_models", "refit")  # every fold model of a learner (mean log
 # or the one model per learner refit on every labelled video (oof.py --set refit=true)
 CPU = "cpu"
 ZERO_WITHOUT_FRAMES = ("n_frames", "n_faces", "n_sampled")  # video columns of a video never decoded
+# what torch.load(weights_only=True) and load_state_dict raise on a damaged checkpoint
+CHECKPOINT_ERRORS = (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError)
+NO_LABEL = ""  # the label of a row that could not be judged (its p_fake is the training prior)
 OUTPUT_COLUMNS = ["filename", "path", "p_fake", "label", "status", "message", "n_faces", "n_frames"]
 
 
@@ -68,6 +71,45 @@ class DetectorSpec:
         `device` replaces the training device (a detector trained on a GPU may score on a CPU)."""
         over = {"workers": workers, **({"device": device} if device else {})}
         return from_dict(FaceConfig, {**self.faces, **over}, where="detector faces")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a device this machine cannot score on (a bad name, CUDA without a GPU or an index past
+    the last one), before any work: ConfigError, one line, instead of a failure on every video."""
+    if not device:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device {device!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index or 0) >= count:
+            raise ConfigError(f"device {device!r} is not available on this machine ({count} CUDA devices); "
+                              "use device=cpu")
+    elif dev.type != CPU:
+        raise ConfigError(f"device {device!r}: only cpu and cuda devices are supported")
+
+
+def check_spec(spec: DetectorSpec, checkpoints: Path) -> None:
+    """What packaging allows in detector.json, checked before anything is built from it: no learner
+    fetches or reads weights of its own (`pretrained` false, no `weights_path`, no sequence
+    `encoder_weights`: the fold checkpoints carry every weight), a known test time, and every fold's
+    checkpoint a plain file inside the model folder."""
+    if spec.test_time not in TEST_TIMES:
+        raise ConfigError(f"detector.json: test_time {spec.test_time!r} is not one of {TEST_TIMES}")
+    root = Path(checkpoints).resolve()
+    for name, ls in spec.learners.items():
+        cfg = ls.learner_config
+        seq = cfg.get("sequence") or {}
+        if cfg.get("pretrained") or cfg.get("weights_path") is not None or seq.get("encoder_weights") is not None:
+            raise ConfigError(f"detector.json: learner {name!r} asks for pretrained or local weights at load; "
+                              "a packaged detector loads its fold checkpoints only (repackage it with stack.py)")
+        for k in ls.folds:
+            path = (root / name / unit_name(k) / UNIT_FILES[0])
+            real = path.resolve()
+            if root not in real.parents or not real.is_file() or path.is_symlink():
+                raise ConfigError(f"detector.json: learner {name!r} fold {k}: no checkpoint inside the model folder")
 
 
 def usable_device(trained_on: str, device: str | None) -> str | None:
@@ -116,7 +158,11 @@ class Detector:
         for k in self.spec.learners[learner].folds:
             if (learner, k) not in self._models:
                 unit_dir = self.checkpoints / learner / unit_name(k)
-                self._models[(learner, k)] = load_unit_model(unit_dir, lcfg)
+                try:
+                    self._models[(learner, k)] = load_unit_model(unit_dir, lcfg)
+                except CHECKPOINT_ERRORS as err:  # truncated or tampered: one line, not a traceback
+                    raise ConfigError(f"the detector's {learner} fold {k} checkpoint cannot be loaded "
+                                      f"({type(err).__name__}); the model folder is damaged") from None
             out.append(self._models[(learner, k)])
         return out
 
@@ -218,6 +264,7 @@ class Detector:
             if out.at[i, "status"] == "ok":  # faces were found, but none reached the learners
                 out.at[i, "status"] = "no_face"
         out["label"] = np.where(out["p_fake"] > threshold, "FAKE", "REAL")
+        out.loc[out["status"] != "ok", "label"] = NO_LABEL  # the prior is no verdict on the video
         out = out.astype({"p_fake": float, "n_faces": int, "n_frames": int})
         return out[OUTPUT_COLUMNS + [SCORE_PREFIX + n for n in learners]]
 

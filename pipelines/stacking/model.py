@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
+import mlflow
 from features.aggregate import SEP
 
 MODEL_NAME = "model"

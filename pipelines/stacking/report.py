@@ -18,6 +18,7 @@ from sklearn.metrics import roc_curve
 from features.common import atomic_write_with
 from meta.ensemble import STAGES
 from meta.metrics import reliability_curve
+from meta.selection import BASELINE_METAS, FINAL_STAGE, SpecResult
 
 METRIC_COLUMNS = ("log_loss", "balanced_log_loss", "auc", "accuracy", "brier", "ece")
 TABLE_KEYS = ("config", "meta", "calibration", "clip", "learners", "stage")
@@ -36,7 +37,6 @@ def comparison_table(rows: list[dict]) -> pd.DataFrame:
     return table[cols + extra].sort_values(["log_loss", "config", "stage"], kind="stable").reset_index(drop=True)
 
 
-BASELINE_METAS = ("single", "average")  # configurations that are baselines, not stacked ensembles
 NOT_PICKABLE = BASELINE_METAS + ("nested",)  # rows that are not stacked ensembles one can pick
 
 
@@ -181,3 +181,26 @@ def build_diagnostics(features: pd.DataFrame, prob: np.ndarray, imputed: np.ndar
         "prob": np.asarray(prob, dtype=float),
         "imputed": np.asarray(imputed, dtype=bool),
     })
+
+
+def spec_plots(res: SpecResult, y: np.ndarray, plot_dir: Path) -> dict[str, Path]:
+    """Reliability diagram and ROC of the outer-CV final stage; LightGBM importance (refit)."""
+    out_dir = Path(plot_dir) / _safe(res.spec.name)
+    p = res.cv_stages[FINAL_STAGE]
+    title = res.spec.name
+    plots = {
+        "reliability.png": plot_reliability(y, p, out_dir / "reliability.png", title),
+        "roc.png": plot_roc(y, p, out_dir / "roc.png", title, res.metrics["cv_auc"]),
+    }
+    if res.importance is not None:
+        plots["feature_importance.png"] = plot_importance(
+            res.importance, out_dir / "feature_importance.png", title)
+        csv = out_dir / "feature_importance.csv"
+        res.importance.rename_axis("feature").reset_index().to_csv(csv, index=False)
+        plots["feature_importance.csv"] = csv
+    return plots
+
+
+def _safe(name: str) -> str:
+    """A config name as a folder name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 
-import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
-from pipelines.stacking.sweep import SpecResult
+import mlflow
+from meta.selection import SpecResult
 
 STAGE_TAG = "fakestack.stage"
 STAGE = "stack"

@@ -1,7 +1,7 @@
 """Honest maps: does each learner's heat map sit on the swapped region of the embedded corpus's fakes?
 
-    python -m pipelines.bench.explain                       # the newest stack.py run's detector
-    python -m pipelines.bench.explain --model runs:/RUN/detector --methods gradcam lime --lime-faces 2
+    python -m benchmarks.explain                       # the newest stack.py run's detector
+    python -m benchmarks.explain --model runs:/RUN/detector --methods gradcam lime --lime-faces 2
 
 For every test fake of the embedded corpus the detector trained on, the swap's blending mask is
 re-rendered from the generator's own per-video parameters (the corpus stores only face boxes and
@@ -36,6 +36,7 @@ from mlflow.tracking import MlflowClient
 
 from base_learners.explain import MAP_METHODS, MapConfig, face_maps
 from base_learners.inputs import FRAME, model_input_kind
+from benchmarks.learners import show_table
 from features.common import from_dict
 from features.corpus.readers import read_test_labels
 from features.faces.detect import crop_face
@@ -44,7 +45,6 @@ from features.synth.config import SynthConfig
 from features.synth.corpus import CONFIG_FILE, plan
 from features.synth.fake import ARTIFACTS, sample_fake, swap_frames
 from features.synth.scene import make_scene
-from pipelines.bench.learners import show_table
 from pipelines.config import WORK_DIR, exit_on_user_error
 from pipelines.predict import MODEL_ERRORS, latest_detector_uri, load_detector
 from pipelines.scoring.inputs import collect_paths

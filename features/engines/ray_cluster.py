@@ -1,4 +1,4 @@
-"""Ray as the engine (features.engine): the face stage and level-0 units as Ray tasks on a cluster.
+"""Ray as the engine (features.engines): the face stage and level-0 units as Ray tasks on a cluster.
 
     ray start --head                                # one node
     ray start --address=<head>:6379                 # every other node
@@ -29,7 +29,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from features.common import ConfigError
-from features.engine import Resources
+from features.engines.base import Resources
 
 TASK_RETRIES = 3  # re-runs of a task whose worker or node died (application errors are not retried)
 CONNECT_TIMEOUT_S = 5.0  # an unreachable cluster address fails within this, not after Ray's minutes

@@ -1,7 +1,7 @@
 """Whole-video scoring benchmark: seconds per video per step and videos per minute of `predict.py`.
 
-    python -m pipelines.bench.predict                          # the generated 1080p corpus, newest detector
-    python -m pipelines.bench.predict --data DIR --model models:/fakestack/3 --workers 1 2
+    python -m benchmarks.predict                          # the generated 1080p corpus, newest detector
+    python -m benchmarks.predict --data DIR --model models:/fakestack/3 --workers 1 2
 
 Scores every video of the corpus with the packaged detector (as `pipelines/predict.py` does, from
 a cold face cache each time) once per face-process count, and prints per video: the face stage
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.faces import bench_corpus
 from features.corpus.readers import VIDEO_EXTENSIONS
-from pipelines.bench.faces import bench_corpus
 from pipelines.predict import PredictConfig, run
 
 SECONDS_PER_MINUTE = 60.0

@@ -1,7 +1,7 @@
 """DFDC at scale, on paper: disk, memory and hours of `oof.py --profile full` on all of DFDC,
 computed from measured figures (this script measures what it can and names the source of the rest).
 
-    python -m pipelines.bench.scale --images ../shared/data/dfdc-faces-dev/faces_224 \\
+    python -m benchmarks.scale --images ../shared/data/dfdc-faces-dev/faces_224 \\
         --oof-run .fakestack/oof/<key>
 
 Measured here: bytes per crop of each cache format at the full profile's crop size (real face
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipelines.bench.faces import measure_formats
+from benchmarks.faces import measure_formats
 from pipelines.config import build_config
 from pipelines.oof import OOFConfig, active_learners, train_configs
 
@@ -63,9 +63,9 @@ def read_images(folder: Path, n: int, size: int, per_video: int) -> dict[str, np
 def hd_crops(cfg: OOFConfig, n_videos: int, where: Path) -> dict[str, np.ndarray]:
     """Crops the full profile's face stage (on the CPU, one process) cuts from the first videos of
     the generated 1080p corpus: faces at their native resolution, as DFDC's are, not upscaled."""
+    from benchmarks.faces import bench_corpus
     from features.corpus.layouts import read_videos
     from features.faces.extract import extract_faces, load_crops
-    from pipelines.bench.faces import bench_corpus
 
     videos = read_videos([bench_corpus(None)]).head(n_videos)
     faces = extract_faces(videos, dataclasses.replace(cfg.faces, device="cpu", workers=1, crop_format="npy"), where,

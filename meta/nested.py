@@ -17,7 +17,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from meta.metrics import score
-from pipelines.stacking.sweep import FINAL_STAGE, EnsembleSpec, SweepConfig, evaluate_family, families
+from meta.selection import FINAL_STAGE, EnsembleSpec, SweepConfig, evaluate_family, families
 
 NESTED_CONFIG = "nested selection"
 NESTED_META = "nested"  # in the comparison table's meta column: not a configuration one can pick

@@ -1,7 +1,7 @@
 """Benchmark of the level-0 learners: faces/s through training and prediction, per learner.
 
-    python -m pipelines.bench.learners                          # demo profile (CPU)
-    python -m pipelines.bench.learners --profile full --faces 4096 --out bench.csv   # on a GPU
+    python -m benchmarks.learners                          # demo profile (CPU)
+    python -m benchmarks.learners --profile full --faces 4096 --out bench.csv   # on a GPU
 
 Each learner of the profile (after `--set` overrides of the oof config, e.g. `--set select=[meso4]`)
 trains for `--epochs` epochs on `--faces` random crops of the profile's crop size, through the real

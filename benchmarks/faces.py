@@ -1,9 +1,9 @@
 """Benchmark of the face stage: this stage's way vs the naive way, on the same videos, in one run.
 
-    python -m pipelines.bench.faces --set n_frames=32 --naive-frames 30   # the generated 1080p corpus
-    python -m pipelines.bench.faces --variant detect_every=4,decoder=pyav_ref # a lever, against the same videos
-    python -m pipelines.bench.faces --data PATH --videos 20 --set detect_scale=0.5
-    python -m pipelines.bench.faces --small              # the embedded corpus's 320x240 format
+    python -m benchmarks.faces --set n_frames=32 --naive-frames 30   # the generated 1080p corpus
+    python -m benchmarks.faces --variant detect_every=4,decoder=pyav_ref # a lever, against the same videos
+    python -m benchmarks.faces --data PATH --videos 20 --set detect_scale=0.5
+    python -m benchmarks.faces --small              # the embedded corpus's 320x240 format
 
 * fast  = features.faces as the pipeline runs it: `n_frames` sampled frames (grab/retrieve),
   downscaled, MTCNN in batches, crops. Decode, detect and crop are timed separately so the table

@@ -1,17 +1,18 @@
-"""The configuration sweep of the stack stage: which ensembles to try, and trying one.
+"""Level-1 selection: which ensembles the stack stage compares (the sweep), and scoring one.
 
 A configuration (EnsembleSpec) is a learner subset, a meta-learner, a calibration and a clipping
 mode. Each is scored by the same outer CV over the level-0 folds (meta.evaluate), then refit on
 every OOF video to predict the test videos. Baselines (each learner alone, the plain average) run
 through the same StackedEnsemble with no calibration and no clipping, so every row of the
 comparison table comes from identical folds. Evaluating a spec needs no MLflow: it returns
-arrays, metrics and plot files, and the pipeline logs them (it may run in a worker process).
+arrays and metrics; a caller may pass a `plot` function for its figures, and the pipeline logs
+them (it may run in a worker process).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -22,12 +23,11 @@ from meta.clipping import DEFAULT_CLIP_BOUNDS, DEFAULT_CLIP_GRID
 from meta.ensemble import STAGES, StackedEnsemble
 from meta.evaluate import comparison_rows, outer_cv_stages
 from meta.metrics import score
-from pipelines.stacking import report
-from pipelines.stacking.report import BASELINE_METAS
 
 ALL_LEARNERS = "all"
 MIN_SUBSET = 2  # a named subset of one learner would only repeat that learner's baseline
 FINAL_STAGE = STAGES[-1]
+BASELINE_METAS = ("single", "average")  # configurations that are baselines, not stacked ensembles
 
 
 @dataclass
@@ -127,7 +127,7 @@ class SpecResult:
     metrics: dict[str, float]  # MLflow metrics, named alike across configurations
     ensemble: StackedEnsemble  # refit on every labelled video
     test_no_face: np.ndarray
-    plots: dict[str, Path] = field(default_factory=dict)
+    plots: dict = field(default_factory=dict)  # file name -> path, from the caller's `plot`
     importance: pd.Series | None = None
 
 
@@ -201,9 +201,9 @@ def families(specs: list[EnsembleSpec]) -> list[list[EnsembleSpec]]:
 def evaluate_family(specs: list[EnsembleSpec], sweep: SweepConfig, X: pd.DataFrame, y: np.ndarray,
                     folds: np.ndarray, groups: np.ndarray, X_test: pd.DataFrame,
                     y_test: np.ndarray | None, inner_k: int, seed: int,
-                    plot_dir: Path | None) -> list[SpecResult]:
-    """Outer CV, refit on all labelled rows, test predictions, metrics and plots for specs that
-    differ only in calibration (one family)."""
+                    plot: Callable[[SpecResult, np.ndarray], dict] | None = None) -> list[SpecResult]:
+    """Outer CV, refit on all labelled rows, test predictions and metrics for specs that differ
+    only in calibration (one family); `plot(result, y)` (a picklable function) adds its figures."""
     cals = tuple(s.calibration for s in specs)
     family = CalibrationFamily(build_ensemble(specs[0], sweep, inner_k, seed), cals)
     cv = outer_cv_stages(family, X, y, folds, groups)
@@ -214,11 +214,11 @@ def evaluate_family(specs: list[EnsembleSpec], sweep: SweepConfig, X: pd.DataFra
         cv_stages = {st: cv.stages[f"{spec.calibration}|{st}"] for st in STAGES}
         test_stages = {st: test_all.get(f"{spec.calibration}|{st}", np.empty(0)) for st in STAGES}
         out.append(_spec_result(spec, cv_stages, test_stages, refit.members_[spec.calibration],
-                                y, X_test, y_test, plot_dir, reported_stages(spec, i == 0)))
+                                y, X_test, y_test, plot, reported_stages(spec, i == 0)))
     return out
 
 
-def _spec_result(spec, cv_stages, test_stages, ensemble, y, X_test, y_test, plot_dir,
+def _spec_result(spec, cv_stages, test_stages, ensemble, y, X_test, y_test, plot,
                  stages: tuple[str, ...]) -> SpecResult:
     extra = {"meta": spec.meta, "calibration": spec.calibration,
              "clip": "none" if spec.is_baseline else spec.clip,
@@ -234,29 +234,6 @@ def _spec_result(spec, cv_stages, test_stages, ensemble, y, X_test, y_test, plot
                      test_no_face=ensemble.no_face_mask(X_test) if len(X_test) else np.zeros(0, bool))
     if spec.meta == "lgbm":
         res.importance = ensemble.meta_.feature_importances_
-    if plot_dir is not None:
-        res.plots = _plots(res, y, plot_dir)
+    if plot is not None:
+        res.plots = plot(res, y)
     return res
-
-
-def _plots(res: SpecResult, y: np.ndarray, plot_dir: Path) -> dict[str, Path]:
-    """Reliability diagram and ROC of the outer-CV final stage; LightGBM importance (refit)."""
-    out_dir = Path(plot_dir) / _safe(res.spec.name)
-    p = res.cv_stages[FINAL_STAGE]
-    title = res.spec.name
-    plots = {
-        "reliability.png": report.plot_reliability(y, p, out_dir / "reliability.png", title),
-        "roc.png": report.plot_roc(y, p, out_dir / "roc.png", title, res.metrics["cv_auc"]),
-    }
-    if res.importance is not None:
-        plots["feature_importance.png"] = report.plot_importance(
-            res.importance, out_dir / "feature_importance.png", title)
-        csv = out_dir / "feature_importance.csv"
-        res.importance.rename_axis("feature").reset_index().to_csv(csv, index=False)
-        plots["feature_importance.csv"] = csv
-    return plots
-
-
-def _safe(name: str) -> str:
-    """A config name as a folder name."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -1,7 +1,7 @@
 """Benchmark of what stacking adds, over several seeds of the embedded corpus.
 
-    python -m pipelines.bench.stack --seeds 0 1 2              # demo profiles; ~8.5 min per seed (2 cores)
-    python -m pipelines.bench.stack --seeds 0 1 --set train.epochs=2 --stack-set sweep.metas=[logreg]
+    python -m benchmarks.stack --seeds 0 1 2              # demo profiles; ~8.5 min per seed (2 cores)
+    python -m benchmarks.stack --seeds 0 1 --set train.epochs=2 --stack-set sweep.metas=[logreg]
 
 One corpus is one draw: at demo log losses (0.05-0.1 over ~440 videos) a handful of confidently
 wrong videos carry a third of the loss, so the ratio "best stack / best single learner" of one run
@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.learners import show_table
 from pipelines import oof, stack
-from pipelines.bench.learners import show_table
 from pipelines.config import DEFAULT_PROFILE, WORK_DIR, add_config_args, build_config
 from pipelines.stacking import report
 
@@ -45,7 +45,7 @@ def seed_configs(seed: int, profile: str, oof_overrides: list[str], stack_overri
     """The two stages' configs for one corpus seed (the seed is the last override, so it wins)."""
     oof_cfg = build_config(oof.OOFConfig, oof.PIPELINE, profile, [*oof_overrides, f"synth.seed={seed}"])
     if oof_cfg.data:
-        raise ValueError(f"pipelines.bench.stack varies the embedded corpus's seed; data={oof_cfg.data} "
+        raise ValueError(f"benchmarks.stack varies the embedded corpus's seed; data={oof_cfg.data} "
                          "would ignore it (drop the data override)")
     oof_cfg = replace(oof_cfg, workdir=str(workdir), tracking_uri=tracking_uri, progress=False)
     stack_cfg = build_config(stack.StackConfig, "stack", profile, stack_overrides)

@@ -1,10 +1,10 @@
-"""What the temporal learners add, and on which fakes: `python -m pipelines.bench.temporal`.
+"""What the temporal learners add, and on which fakes: `python -m benchmarks.temporal`.
 
-    python -m pipelines.bench.temporal                          # profile temporal: oof.py + stack.py, then the tables
-    python -m pipelines.bench.temporal --oof-run RUN_ID         # stack a finished oof run of that profile
-    python -m pipelines.bench.temporal --set synth.seed=1       # another draw of the embedded corpus
+    python -m benchmarks.temporal                          # profile temporal: oof.py + stack.py, then the tables
+    python -m benchmarks.temporal --oof-run RUN_ID         # stack a finished oof run of that profile
+    python -m benchmarks.temporal --set synth.seed=1       # another draw of the embedded corpus
 
-Runs `oof.py` and `stack.py` as pipelines.bench.real does (resumable; outputs under
+Runs `oof.py` and `stack.py` as benchmarks.real does (resumable; outputs under
 `<workdir>/bench_real`), then prints three tables from the stack's outer-CV predictions:
 
 1. every learner alone, the plain average, the best stack of each learner subset the sweep tried
@@ -30,14 +30,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from benchmarks.real import NESTED, add_stage_args, figures, format_figures, oof_tables, predictions, run_stages
 from features.synth.fake import ARTIFACTS
 from meta.metrics import score
 from meta.resampling import bootstrap_log_losses, interval
+from meta.selection import ALL_LEARNERS, BASELINE_METAS, FINAL_STAGE
 from pipelines import stack
-from pipelines.bench.real import (NESTED, add_stage_args, figures, format_figures, oof_tables, predictions,
-                                  run_stages)
-from pipelines.stacking.report import BASELINE_METAS
-from pipelines.stacking.sweep import ALL_LEARNERS, FINAL_STAGE
 
 TEMPORAL_PROFILE = "temporal"
 FRAMES_SUBSET = "frames"  # the sweep subset of the frame learners alone (profiles/temporal/stack.yaml)

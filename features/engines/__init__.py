@@ -18,17 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from features.common import ConfigError, Registry
+from features.engines.base import Resources
 from features.faces.pool import process_map
 
+__all__ = ["ENGINES", "LOCAL", "LOCAL_ENGINE", "RAY", "Engine", "Resources", "check_engine"]
+
 LOCAL, RAY = "local", "ray"
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one task needs from a Ray scheduler (the local pool runs one task per process)."""
-
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -82,28 +77,28 @@ class _Local:
 
 
 class _Ray:
-    """Ray tasks (features.ray_engine), imported only when asked for: Ray is heavy to import."""
+    """Ray tasks (features.engines.ray_cluster), imported only when asked for: Ray is heavy to import."""
 
     @staticmethod
     def start(engine: Engine) -> None:
-        from features import ray_engine
+        from features.engines import ray_cluster
 
-        ray_engine.connect(engine.address, engine.workdir, engine.local_cpus)
+        ray_cluster.connect(engine.address, engine.workdir, engine.local_cpus)
 
     @staticmethod
     def map(engine, fn, tasks, workers, initializer, initargs, preload, resources, batch) -> Iterator[Any]:
-        from features import ray_engine
+        from features.engines import ray_cluster
 
         _Ray.start(engine)
-        return ray_engine.ray_map(fn, tasks, initializer, initargs, resources or [Resources()] * len(tasks),
+        return ray_cluster.ray_map(fn, tasks, initializer, initargs, resources or [Resources()] * len(tasks),
                                   batch)
 
     @staticmethod
     def wants_gpu(engine: Engine, device: str) -> bool:
-        from features import ray_engine
+        from features.engines import ray_cluster
 
         _Ray.start(engine)
-        return ray_engine.wants_gpu(device)
+        return ray_cluster.wants_gpu(device)
 
 
 ENGINES: Registry[Any] = Registry("engine")

@@ -1,8 +1,8 @@
-"""What stacking adds on a real face set, with intervals: `python -m pipelines.bench.real`.
+"""What stacking adds on a real face set, with intervals: `python -m benchmarks.real`.
 
-    python -m pipelines.bench.real --data ../shared/data/dfdc-faces-dev --profile real
-    python -m pipelines.bench.real --data DIR --profile real --oof-run RUN_ID   # stack an existing oof run
-    python -m pipelines.bench.real --data DIR --profile real --stack-set sweep.metas=[logreg]
+    python -m benchmarks.real --data ../shared/data/dfdc-faces-dev --profile real
+    python -m benchmarks.real --data DIR --profile real --oof-run RUN_ID   # stack an existing oof run
+    python -m benchmarks.real --data DIR --profile real --stack-set sweep.metas=[logreg]
 
 Runs the whole of `oof.py` (`oof.run`; the face cache and learner units in the workdir are reused,
 so a rerun resumes) unless `--oof-run` or `--oof-dir` names a finished one, then the whole of
@@ -49,10 +49,9 @@ from meta.resampling import (
     mean_off_diagonal,
     within_class_error_correlation,
 )
+from meta.selection import BASELINE_METAS, FINAL_STAGE
 from pipelines import oof, stack
 from pipelines.config import WORK_DIR, add_config_args, build_config
-from pipelines.stacking.report import BASELINE_METAS
-from pipelines.stacking.sweep import FINAL_STAGE
 
 REAL_PROFILE = "real"
 BENCH_DIR = "bench_real"  # under the workdir
@@ -287,7 +286,7 @@ def run_stages(args) -> tuple[stack.StackResult, dict[str, float]]:
 
 
 def add_stage_args(parser: argparse.ArgumentParser) -> None:
-    """The flags of `run_stages` and the bootstrap, shared with pipelines.bench.temporal."""
+    """The flags of `run_stages` and the bootstrap, shared with benchmarks.temporal."""
     parser.add_argument("--oof-run", dest="oof_run_id", help="stack this finished oof run instead of running oof")
     parser.add_argument("--oof-dir", help="stack the oof tables in this folder instead of running oof")
     parser.add_argument("--workdir", help="working folder (default: repo/.fakestack)")

@@ -1,7 +1,7 @@
 """Memory benchmark: peak resident memory of `oof.py` at 1x and 4x the videos, and faces/s.
 
-    python -m pipelines.bench.memory                       # 1x and 4x, meso4, 224 px crops
-    python -m pipelines.bench.memory --scales 1 2 4 --set select=[meso4,resnext]
+    python -m benchmarks.memory                       # 1x and 4x, meso4, 224 px crops
+    python -m benchmarks.memory --scales 1 2 4 --set select=[meso4,resnext]
 
 For each scale it generates the embedded corpus with `--base-originals` x scale originals (same
 frames per video), runs `pipelines/oof.py` on it in a child process from a cold workdir, and polls
@@ -110,8 +110,9 @@ def units_only(out_dir: Path, mode: str, units_dir: Path) -> dict:
     lazily or stacked in memory first; their faces/s and a hash of the frame_preds they give."""
     import yaml
 
-    from base_learners.oof import frames_table, run_oof
+    from base_learners.oof import run_oof
     from features.common import from_dict
+    from features.contract import frames_table
     from features.faces.extract import crops_dir_for
     from features.faces.source import CropSource
     from pipelines.oof import OOFConfig, active_learners, throughput_table, train_configs
@@ -154,7 +155,7 @@ def bench_scale(scale: int, args, workdir: Path) -> list[dict]:
     shas = set()
     for mode in UNIT_MODES:
         units = workdir / f"units-{mode}-{scale}"
-        cmd = [sys.executable, "-m", "pipelines.bench.memory", "--units-only", str(out_dir), mode, str(units)]
+        cmd = [sys.executable, "-m", "benchmarks.memory", "--units-only", str(out_dir), mode, str(units)]
         out, seconds, main, worker = run_measured(cmd)
         res = json.loads(out.strip().splitlines()[-1])
         shas.add(res["frame_preds_sha"])
