@@ -48,7 +48,7 @@ from features.faces.dlib_models import RESNET_FILE, model_file
 log = logging.getLogger(__name__)
 
 __all__ = ["CHIP_SIZE", "PIXEL_MEAN", "PIXEL_SCALE", "FEATURE_DIM", "EMBED_DIM", "DlibFaceNet",
-           "load_dlib_resnet", "model_file", "parse_dlib_net", "to_input"]
+           "DlibResNetLearner", "DLIB_VARIANTS", "load_dlib_resnet", "model_file", "parse_dlib_net", "to_input"]
 
 CHIP_SIZE = 150  # input_rgb_image_sized<150>: dlib refuses any other chip size
 PIXEL_MEAN = (122.782, 117.001, 104.298)  # R, G, B means serialised in the file (checked on load)
@@ -434,3 +434,68 @@ def load_dlib_resnet(path: Path | str | None = None) -> DlibFaceNet:
             _LOADERS[kind](module, layer)
     log.info("loaded dlib face ResNet from %s (%d layers)", path, len(parsed.layers))
     return net.eval()
+
+
+# --- the level-0 learner ------------------------------------------------------------------------
+# Why a learner on it: every strong DFDC detector fine-tuned a pretrained backbone, and the one
+# pretrained face network used here before (MTCNN's O-Net, 48 px) was the real profile's best
+# learner; this one was trained on ~3 million faces at 150 px (issue 27).
+
+DLIB_VARIANTS = ("finetune", "frozen")  # frozen: the pretrained trunk as a fixed feature extractor
+# under a fresh head, the baseline row that says what fine-tuning adds
+HEAD_INIT_STD = 0.01  # the new classifier starts near zero, as the other learners' heads
+
+
+class DlibResNetLearner(nn.Module):
+    """dlib's face ResNet trunk -> 256-d pooled features -> dropout -> one logit (+ logit_offset).
+
+    Preprocessing contract (what `base_learners.train` must hand it, declared by the registry):
+    150 px RGB (CHIP_SIZE; the pretrained features were learnt at that scale, so other sizes are
+    refused), normalised as dlib's input layer does, (pixel - PIXEL_MEAN[c]) / PIXEL_SCALE (the
+    registry's mean/std are that on [0, 1] pixels), and ideally aligned the way dlib aligned its
+    training chips (5 landmarks, `dlib.get_face_chip`): the learner option `align` does that from
+    the face cache's landmarks (base_learners.views.AlignedCrops). The head reads `features` (the
+    trunk's pooled 256-d output), not the 128-d identity descriptor, which metric learning tuned to
+    ignore everything but who the face is; the descriptor layer `fc` is kept (checkpoints stay
+    whole) but frozen and unused.
+    """
+
+    HEAD_PREFIXES = ("out.", "logit_offset")  # may be missing from a weights file
+
+    def __init__(self, pretrained: bool = True, frozen: bool = False, drop_rate: float = 0.2,
+                 input_size: int = CHIP_SIZE):
+        super().__init__()
+        if input_size != CHIP_SIZE:
+            raise ValueError(f"dlib_resnet: the pretrained trunk takes {CHIP_SIZE} px chips; "
+                             f"got input_size {input_size}")
+        if frozen and not pretrained:
+            raise ValueError("dlib_resnet: variant 'frozen' keeps the pretrained trunk fixed; "
+                             "it needs pretrained: true")
+        self.backbone = load_dlib_resnet() if pretrained else DlibFaceNet()
+        self.backbone.fc.requires_grad_(False)
+        self.frozen = frozen
+        if frozen:
+            self.backbone.requires_grad_(False)
+        self.dropout = nn.Dropout(drop_rate)
+        self.out = nn.Linear(FEATURE_DIM, 1)
+        nn.init.normal_(self.out.weight, std=HEAD_INIT_STD)
+        nn.init.zeros_(self.out.bias)
+        # added to the logit; set by training when class rebalancing shifted the prior (train.py)
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    @property
+    def embed_dim(self) -> int:
+        return FEATURE_DIM
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 256) pooled trunk features (a sequence learner's per-frame features too); without
+        gradient through a frozen trunk, which also saves its activations' memory."""
+        if tuple(x.shape[-2:]) != (CHIP_SIZE, CHIP_SIZE):
+            raise ValueError(f"dlib_resnet takes {CHIP_SIZE}x{CHIP_SIZE} inputs, got {tuple(x.shape[-2:])}")
+        if self.frozen:
+            with torch.no_grad():
+                return self.backbone.features(x)
+        return self.backbone.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(self.embed(x))).squeeze(-1) + self.logit_offset

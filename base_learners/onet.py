@@ -1,20 +1,14 @@
 """A face-pretrained level-0 learner: MTCNN's O-Net trunk with a fresh one-logit head.
 
-Why: on real DFDC crops (issue 18) the stack of the `real` profile's four from-scratch learners
-reached only 0.958 x its best learner, and the measurement behind that (README "What limits it")
-says the learners share too much of their errors (within-class error correlation 0.45) rather than
-being too weak; pretrained weights were the lever left, but nothing can be downloaded on the CPU
-machines this profile runs on. One network trained on faces ships inside a dependency:
-facenet-pytorch's MTCNN carries its O-Net weights (`facenet_pytorch/data/onet.pt`, 1.5 MB, a local
-file, so `pretrained: true` works offline). The O-Net refines face boxes: a small CNN on 48x48
-RGB faces (four convolutions with PReLU, a 256-unit dense layer `prelu5`, then heads for face
-probability, box and landmarks). Its features were learnt to tell faces from non-faces and to
-place landmarks, not from these crops' labels, so its errors may come from a different place than
-the MesoNets'. Measured on dfdc-faces-dev (13,642 crops, 3 folds grouped by original, 5 epochs on a
-CPU; details in pipelines/profiles/real/oof.yaml): fine-tuned from the shipped weights it scores
-video log loss 0.514 alone (the best from-scratch learner, meso_hp, 0.517 after 16 epochs), from
-random init 0.573; its within-class error correlation with meso_hp is 0.54, and adding it takes the
-profile's logistic-regression stack from 0.4953 to 0.4867.
+Why: on real DFDC crops the stack of from-scratch learners was limited by errors its learners
+share, and pretrained weights were the lever left, but nothing can be downloaded on the CPU
+machines the `real` profile runs on. One network trained on faces ships inside a dependency:
+facenet-pytorch's MTCNN carries its O-Net weights (`facenet_pytorch/data/onet.pt`, a local file, so
+`pretrained: true` works offline). The O-Net refines face boxes: a small CNN on 48x48 RGB faces
+(four convolutions with PReLU, a 256-unit dense layer `prelu5`, then heads for face probability,
+box and landmarks). Its features were learnt to tell faces from non-faces and to place landmarks,
+not from these crops' labels, so its errors come from a different place than the MesoNets'
+(figures: docs/results.md, real DFDC crops).
 
 The trunk is facenet-pytorch's own ONet module, not a copy: its three heads are replaced by
 identities, so `ONet.forward` (with its Caffe-order flatten before the dense layer, which the

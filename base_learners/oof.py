@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 
 from base_learners.inputs import FRAME, ITEMS_VERSION, CropSequences, input_kind, learner_inputs
 from base_learners.registry import LearnerConfig, build_learner, learner_key
+from base_learners.sbi import SELF_BLENDED, face_regions
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
 from features.common import (
     ConfigError,
@@ -281,9 +282,11 @@ def train_unit(
                          "tracks) in the other folds")
     seed_everything(unit.seed)
     model = build_learner(lcfg)
+    # self-blending: where the training faces are (landmarks from the face cache when it has them)
+    regions = face_regions(frames.iloc[train_rows], crops[train_rows], tcfg.sbi) if tcfg.target == SELF_BLENDED else None
     result = fit(
         model, crops[train_rows], frames["label"].to_numpy(dtype="float64", na_value=np.nan)[train_rows].astype(np.int64),
-        frames["group"].to_numpy()[train_rows], tcfg, on_epoch=hooks.on_epoch, progress=progress,
+        frames["group"].to_numpy()[train_rows], tcfg, on_epoch=hooks.on_epoch, progress=progress, regions=regions,
     )
     model = result.model
     t_pred = time.perf_counter()
@@ -420,6 +423,7 @@ def run_oof(
     train_cfgs: dict[str, TrainConfig],
     units_dir: Path,
     crops_key: str,
+    *,
     unit_scope: UnitScope = _no_scope,
     progress: bool = True,
     workers: int = 1,

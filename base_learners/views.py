@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -227,3 +228,85 @@ def view_frames(name: str) -> int:
 def build_view(name: str, sigma: float | None = None) -> nn.Module:
     """The view registered as `name` (unknown names list the valid ones)."""
     return VIEWS.get(name)(sigma=sigma)
+
+
+# ---------------------------------------------------------------- aligned faces (issue 27)
+# A face detector's box sits where the detector put it: the face is tilted as the head was, and
+# its scale and centre vary with the detector. dlib's face-recognition ResNet was trained on chips
+# aligned from 5 landmarks (eye corners and nose rotated level and scaled to a fixed place,
+# dlib.get_face_chip), so that is the input its pretrained features expect; for other learners it
+# removes pose variation that is not evidence. Alignment needs each crop's landmarks, which a
+# per-pixel view cannot see, so it happens where crops are read: the learner option `align`
+# (registry.LearnerConfig) wraps its crops in `AlignedCrops` (`view_crops`, called by
+# base_learners.train for training and prediction alike), before `crop_frac`, augmentation and the
+# view.
+ALIGN_PADDING = 0.25  # dlib's default margin around the aligned face (what its ResNet was trained on)
+
+
+class AlignedCrops:
+    """Face crops aligned by their landmarks, read on demand: an array-like like
+    features.faces.source.CropSource. Item i is `crops[i]` warped so that `landmarks[i]` (crop
+    pixels, 5 or 68 points) land on dlib's mean face, as a (size, size, 3) uint8 chip."""
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, crops, landmarks: np.ndarray, size: int, padding: float = ALIGN_PADDING):
+        if len(crops) != len(landmarks):
+            raise ValueError(f"{len(crops)} crops but {len(landmarks)} landmark rows")
+        self.crops, self.landmarks, self.size, self.padding = crops, np.asarray(landmarks), int(size), padding
+
+    def __len__(self) -> int:
+        return len(self.landmarks)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self), self.size, self.size, 3)
+
+    def __getitem__(self, key):
+        """`aligned[i]`: chip i; `aligned[rows]` (ints, mask, slice): the aligned crops of those rows."""
+        if isinstance(key, (int, np.integer)):
+            from features.faces.dlib_models import align_chip  # dlib: only for learners that align
+
+            return align_chip(np.asarray(self.crops[int(key)]), self.landmarks[int(key)], self.size, self.padding)
+        rows = np.arange(len(self))[key]
+        return AlignedCrops(self.crops[rows], self.landmarks[rows], self.size, self.padding)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.stack([self[i] for i in range(len(self))]) if len(self) else np.zeros(self.shape, np.uint8)
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"AlignedCrops({len(self)} chips of {self.size} px over {self.crops!r})"
+
+
+def source_landmarks(crops) -> np.ndarray:
+    """(N, P, 2) landmarks of a features.faces.source.CropSource's rows, from its face cache (the
+    `<video>.landmarks.npy` files beside the crops, features.faces.cache)."""
+    from features.faces import cache
+    from features.faces.source import CropSource
+
+    if not isinstance(crops, CropSource):
+        raise ValueError(f"align: the landmarks come from the face cache, so the crops must be a "
+                         f"features.faces.source.CropSource (or AlignedCrops); got {type(crops).__name__}")
+    points = cache.landmark_points(crops.crops_dir)
+    if not points:
+        raise ValueError(f"align: the face cache {crops.crops_dir} holds no landmarks; set faces.landmarks to 5 "
+                         "(or 68) and run the face stage again")
+    suffix = cache.CROP_STORES.get(crops.crop_format).suffix
+    out = np.empty((len(crops), points, 2), np.float32)
+    video, crop = crops._video, crops._crop  # the source's rows: video number, crop number in its file
+    order = np.argsort(video, kind="stable")
+    videos, starts = np.unique(video[order], return_index=True)
+    for v, rows in zip(videos, np.split(order, starts[1:])):  # each video's file read once
+        per_video = np.load(crops.crops_dir / (crops._files[v][: -len(suffix)] + cache.LANDMARKS_SUFFIX))
+        out[rows] = per_video[crop[rows]]
+    return out
+
+
+def view_crops(model: nn.Module, crops):
+    """The crops as the learner reads them: aligned by their landmarks when it was built with
+    `align` (AlignedCrops at its input size), otherwise `crops` unchanged."""
+    if not getattr(model, "align", False) or isinstance(crops, AlignedCrops):
+        return crops
+    return AlignedCrops(crops, source_landmarks(crops), int(model.input_size))

@@ -4,6 +4,8 @@
     python -m benchmarks.faces --variant detect_every=4,decoder=pyav_ref # a lever, against the same videos
     python -m benchmarks.faces --data PATH --videos 20 --set detect_scale=0.5
     python -m benchmarks.faces --small              # the embedded corpus's 320x240 format
+    python -m benchmarks.faces --small --detectors mtcnn dlib_hog dlib_mmod   # detectors side by side
+    python -m benchmarks.faces --detectors mtcnn dlib_hog --data A --data B --set n_frames=8  # real videos
 
 * fast  = features.faces as the pipeline runs it: `n_frames` sampled frames (grab/retrieve),
   downscaled, MTCNN in batches, crops. Decode, detect and crop are timed separately so the table
@@ -19,6 +21,15 @@ also the rate over frames that truly show a face (>= 80 % visible) and the share
 hit a true face (IoU >= 0.4). A `--variant` row also says how its boxes follow the first row's on
 the same frames (`iou_vs_fast`: a carried box against a fresh detection). `--formats` also
 measures the crop cache formats (size, write, read).
+
+`--detectors` instead compares face detectors (features.faces.detect.DETECTORS) on the same
+sampled frames of each corpus given (`--data`, repeatable; default the generated corpus): per
+detector the detection seconds per frame, detection rate, and against the generator's truth (where
+the corpus has it) recall over face frames and hit precision; then, for every pair, how the boxes
+of one follow the other's (mean best IoU, and the share of the other's faces it missed): on real
+videos, without truth, that agreement is the comparison. dlib's detectors give every box det_prob
+1.0 (their own threshold decides; features.faces.detect), so `det_prob` filters only MTCNN's.
+MMOD costs ~1 s per 256x192 frame on one core: keep `--videos` and `n_frames` small at 1080p.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from features.corpus.readers import read_corpora
 from features.faces.cache import CROP_STORES, write_result
 from features.faces.config import DETECT_THREADS, FaceConfig
 from features.faces.decode import read_frames
-from features.faces.detect import build_detector, crop_face, detect_faces
+from features.faces.detect import DETECTORS, build_detector, crop_face, detect_faces
 from features.faces.extract import extract_faces
 from features.faces.tracking import iou_matrix
 from pipelines.config import DEFAULT_PROFILE, WORK_DIR, apply_override, load_profile
@@ -344,9 +355,38 @@ def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, nai
     return tables
 
 
+def compare_detectors(root: Path, cfg: FaceConfig, n_videos: int, detectors: tuple[str, ...]) -> dict:
+    """The detectors side by side on the first `n_videos` videos of the corpus at `root` (the same
+    sampled frames for each): speed and rates per detector, agreement per pair (module docstring)."""
+    videos = read_corpora([root]).head(n_videos).reset_index(drop=True)
+    paths = {v: Path(r) / p for v, r, p in zip(videos["video_id"], videos["root"], videos["path"])}
+    truth = _truth(root)
+    torch.set_num_threads(DETECT_THREADS)  # one thread, as each pool worker runs
+    rows, found = [], {}
+    for name in detectors:
+        det_cfg = replace(cfg, detector=name)
+        t, frames, _ = time_fast(paths, det_cfg, build_detector(det_cfg))
+        found[name] = frames
+        n = max(len(frames), 1)
+        rows.append(dict(detector=name, videos=len(paths), frames=len(frames), faces=int(frames["n_faces"].sum()),
+                         detect_s_per_frame=t["detect"] / n, decode_s_per_frame=t["decode"] / n,
+                         **detection_rates(frames, truth)))
+    pairs = []
+    for name in detectors:
+        for ref in detectors:
+            if ref != name:
+                agree = agreement(found[name], found[ref])
+                pairs.append(dict(detector=name, reference=ref, mean_iou=agree.get("iou_vs_fast", np.nan),
+                                  iou_p5=agree.get("iou_vs_fast_p5", np.nan),
+                                  missed_of_reference=agree.get("missed_vs_fast", np.nan)))
+    return {"detectors": pd.DataFrame(rows), "detector_agreement": pd.DataFrame(pairs)}
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", help="corpus folder (any layout); default: the generated 1080p corpus")
+    parser.add_argument("--data", action="append", default=None,
+                        help="corpus folder (any layout); default: the generated 1080p corpus; repeatable "
+                             "with --detectors (one table per corpus)")
     parser.add_argument("--small", action="store_true", help="the embedded corpus's format instead (320x240, 12 frames)")
     parser.add_argument("--videos", type=int, default=DEFAULT_VIDEOS, help="videos to benchmark")
     parser.add_argument("--profile", default=DEFAULT_PROFILE,
@@ -359,7 +399,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the naive way on each video's first N frames only (its cost is per frame)")
     parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="K=V[,K=V]",
                         help="another fast row with these FaceConfig overrides (repeatable)")
-    return parser.parse_args(argv)
+    parser.add_argument("--detectors", nargs="+", default=None, metavar="NAME",
+                        help="compare these face detectors instead (features.faces.detect.DETECTORS), e.g. "
+                             "--detectors mtcnn dlib_hog dlib_mmod")
+    args = parser.parse_args(argv)
+    if args.data and len(args.data) > 1 and not args.detectors:
+        parser.error("more than one --data only with --detectors")
+    return args
 
 
 def face_config(profile: str | None, overrides: list[str]) -> FaceConfig:
@@ -372,15 +418,29 @@ def face_config(profile: str | None, overrides: list[str]) -> FaceConfig:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = face_config(args.profile, args.overrides)
-    root = bench_corpus(args.data, args.small)
-    tables = run_benchmark(root, cfg, args.videos, args.formats, naive=not args.no_naive,
-                           variants=tuple(args.variants), naive_frames=args.naive_frames)
     pd.set_option("display.width", 200)
     print(f"FaceConfig: {to_dict(cfg)}")
-    print(f"corpus: {root}  torch threads per process: {DETECT_THREADS}")
+    if args.detectors:
+        for name in args.detectors:  # an unknown name fails before any video is read
+            DETECTORS.get(name)
+        tables = {}
+        for data in args.data or [None]:
+            root = bench_corpus(data, args.small)
+            found = compare_detectors(root, cfg, args.videos, tuple(args.detectors))
+            _print_tables(found, f"corpus: {root}  torch threads per process: {DETECT_THREADS}")
+            tables.update({f"{name} {root}": table for name, table in found.items()})
+        return tables
+    root = bench_corpus(args.data[0] if args.data else None, args.small)
+    tables = run_benchmark(root, cfg, args.videos, args.formats, naive=not args.no_naive,
+                           variants=tuple(args.variants), naive_frames=args.naive_frames)
+    _print_tables(tables, f"corpus: {root}  torch threads per process: {DETECT_THREADS}")
+    return tables
+
+
+def _print_tables(tables: dict, header: str) -> None:
+    print(header)
     for name, table in tables.items():
         print(f"\n== {name} ==\n{table.to_string(index=False, float_format=lambda x: f'{x:.3g}')}")
-    return tables
 
 
 if __name__ == "__main__":

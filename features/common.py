@@ -86,6 +86,23 @@ def runtime_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
     return dataclasses.field(default=default, metadata={RUNTIME: True}, **kwargs)
 
 
+ADDED = "added"  # field metadata key: keyed only when it differs from its default
+
+
+def added_field(default: Any, **kwargs: Any) -> Any:
+    """A field added to a config after results were cached under its keys: left out of
+    `result_dict` (so of every cache key) while it holds `default`, so adding it invalidates
+    nothing; any other value is keyed like an ordinary field. `default` must be immutable."""
+    return dataclasses.field(default=default, metadata={ADDED: True}, **kwargs)
+
+
+def _keyed(cfg: Any, f: dataclasses.Field) -> bool:
+    """Whether field `f` of dataclass `cfg` reaches `result_dict` (see runtime_field, added_field)."""
+    if f.metadata.get(RUNTIME):
+        return False
+    return not (f.metadata.get(ADDED) and getattr(cfg, f.name) == f.default)
+
+
 @functools.lru_cache(maxsize=None)
 def _adapter(tp: Any) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(tp)
@@ -178,11 +195,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def result_dict(cfg: Any) -> Any:
-    """`to_dict` without the runtime fields, through nested dataclasses, lists and dicts: what a
-    cache key may depend on."""
+    """`to_dict` without the runtime fields (nor added fields at their default), through nested
+    dataclasses, lists and dicts: what a cache key may depend on."""
     if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        return {f.name: result_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-                if not f.metadata.get(RUNTIME)}
+        return {f.name: result_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if _keyed(cfg, f)}
     if isinstance(cfg, dict):
         return {k: result_dict(v) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):

@@ -15,6 +15,8 @@ frames and frame_preds tables for the videos it scores. Every table is keyed by 
 | units        | learner x fold unit        | learner, fold                            |
 | refit_preds  | test face x learner        | FACE_KEY + learner                       |
 
+Face landmarks (faces.landmarks 5|68) sit beside the crops: features.faces.cache.landmarks_for_rows.
+
 A unit folder holds UNIT_FILES, written in that order: the last one marks it finished.
 """
 

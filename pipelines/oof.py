@@ -355,12 +355,13 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             crops = CropSource.from_table(frames, faces.crops_dir)  # rows only: read per batch
         with _timed(timings, "units"):
             result: OOFResult = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units",
-                                        faces.crops_dir.name, _mlflow_unit_scope, cfg.progress,
-                                        cfg.unit_workers, engine=engine)
+                                        faces.crops_dir.name, unit_scope=_mlflow_unit_scope,
+                                        progress=cfg.progress, workers=cfg.unit_workers, engine=engine)
             refit = OOFResult(result.frame_preds.iloc[:0])
             if cfg.refit:
                 refit = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units", faces.crops_dir.name,
-                                _mlflow_unit_scope, cfg.progress, cfg.unit_workers, refit=True, engine=engine)
+                                unit_scope=_mlflow_unit_scope, progress=cfg.progress, workers=cfg.unit_workers,
+                                refit=True, engine=engine)
         for name in learners:
             timings[f"learner_{name}"] = sum(r.seconds for r in result.units + refit.units
                                              if r.unit.learner == name)

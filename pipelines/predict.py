@@ -54,7 +54,7 @@ from pipelines.explain.sources import write_detector_reports
 from pipelines.scoring.detector import DEFAULT_THRESHOLD, NO_LABEL, Detector, check_device
 from pipelines.scoring.inputs import PRECHECK_STATUSES, collect_paths
 from pipelines.scoring.integrity import recorded_digest, verify
-from pipelines.scoring.package import ARTIFACT_KEY, DETECTOR_NAME
+from pipelines.scoring.package import DETECTOR_NAME
 from pipelines.stacking.runs import DETECTOR_TAG, KIND_TAG
 from pipelines.tracking import MLFLOW_DIR, STACK_EXPERIMENT, setup_tracking
 
@@ -183,7 +183,8 @@ def file_stamps(rows: pd.DataFrame) -> pd.DataFrame:
             st = None
         sizes.append(st.st_size if st else pd.NA)
         mtimes.append(st.st_mtime_ns if st else pd.NA)
-    return rows.assign(**{SIZE_COLUMN: pd.array(sizes, dtype="Int64"), MTIME_COLUMN: pd.array(mtimes, dtype="Int64")})
+    return rows.assign(**{SIZE_COLUMN: pd.array(sizes, dtype="Int64"),
+                          MTIME_COLUMN: pd.array(mtimes, dtype="Int64")})
 
 
 def relabel(table: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -314,7 +315,8 @@ def parse_args(argv=None) -> tuple[list[str], PredictConfig]:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="video files and/or folders of videos")
     parser.add_argument("--model", help="runs:/RUN/detector, models:/NAME/VERSION, models:/NAME@ALIAS or a folder")
     parser.add_argument("--out", help="output CSV (parquet written beside it)")
-    parser.add_argument("--threshold", type=_threshold_arg, help=f"FAKE above this P(FAKE) (default {DEFAULT_THRESHOLD})")
+    parser.add_argument("--threshold", type=_threshold_arg,
+                        help=f"FAKE above this P(FAKE), in [0, 1] (default {DEFAULT_THRESHOLD})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: local sqlite under mlflow/)")
     parser.add_argument("--explain", metavar="DIR", help="write one HTML explanation report per video into DIR")
     add_config_args(parser)

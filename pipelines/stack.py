@@ -49,7 +49,7 @@ from pipelines.explain.case import ExplainConfig
 from pipelines.explain.sources import explain_costliest
 from pipelines.scoring import package
 from pipelines.scoring.detector import TEST_TIMES
-from pipelines.stacking import breakdown, model, report, runs
+from pipelines.stacking import breakdown, leaderboard, model, report, runs
 from pipelines.tracking import MLFLOW_DIR, OOF_EXPERIMENT, STACK_EXPERIMENT, git_commit, setup_tracking, ui_hint
 
 OUTPUT_DIR_TAG = "fakestack.output_dir"  # the oof run's output folder (its config.yaml, unit folders)
@@ -343,12 +343,15 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
                     nested_res = nested_selection(specs, cfg.sweep, X, cfg.inner_k, cfg.seed, cfg.n_jobs)
                 rows.append(nested_comparison_row(nested_res))
                 mlflow.log_metrics({f"nested_cv_{k}": v for k, v in nested_res.metrics.items() if k != "n"})
+                runs.log_nested_picks(MlflowClient(), run_ids, nested_res)
             table = report.comparison_table(rows)
             submission, diagnostics = _final_outputs(best, X_test, tables["videos"], tables["folds"])
             per_test = breakdown.breakdown_table(tables["videos"], X_test["video_id"], y_test,
                                                 _breakdown_configs(best, results, table))
             mlflow.log_metrics(breakdown.metric_names(per_test, best.spec.name))
             for path in _write_outputs(out_dir, resolved, table, submission, diagnostics, vf, per_test):
+                mlflow.log_artifact(str(path))
+            for path in leaderboard.write_leaderboard(out_dir, results, X, nested_res, per_test, subtitle=source):
                 mlflow.log_artifact(str(path))
             runs.log_sweep_summary(best, len(results), report.baselines(table))
             info = model.log_ensemble(best.ensemble, vf)
@@ -480,7 +483,8 @@ def summary(res: StackResult, cfg: StackConfig, seconds: float) -> str:
               f"model {res.model_uri}",
               f"detector: {res.detector_uri} (registered as {cfg.registry_name} version {res.detector_version})"
               if res.detector_uri and res.detector_version else f"detector: {res.detector_uri or res.detector_note}",
-              _explain_line(res), f"  {ui_hint()}", f"done in {seconds:.1f} s"]
+              _explain_line(res), f"leaderboard: {res.output_dir / leaderboard.LEADERBOARD_FILE} (and the sweep "
+              "run's artifacts)", f"  {ui_hint(experiment=STACK_EXPERIMENT)}", f"done in {seconds:.1f} s"]
     return "\n".join(lines)
 
 

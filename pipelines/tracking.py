@@ -48,9 +48,9 @@ DEFAULT_UI_URL = "http://127.0.0.1:5000"  # where `mlflow ui` listens by default
 # the sweep's configuration and baseline runs, without the sweep run itself: with the parent out of
 # the result the UI lists its children flat instead of folded under one row
 CONFIG_FILTER = "tags.`fakestack.stage` = 'stack' and tags.`fakestack.kind` != 'sweep'"
-CONFIG_METRICS = ("cv_log_loss", "cv_auc", "nested_picks", "test_log_loss")
-CONFIG_TAGS = ("fakestack.learners", "fakestack.meta", "fakestack.calibration", "fakestack.clip",
-               "fakestack.kind")
+# few columns, so the tags still fit beside the metrics (the UI's Columns menu adds test_log_loss & co.)
+CONFIG_METRICS = ("cv_log_loss", "cv_auc", "nested_picks")
+CONFIG_TAGS = ("fakestack.learners", "fakestack.meta", "fakestack.calibration", "fakestack.clip")
 
 
 def default_tracking_uri(mlflow_dir: Path = MLFLOW_DIR) -> str:
@@ -140,12 +140,14 @@ def git_commit() -> str:
     return out.stdout.strip()
 
 
-def ui_hint(tracking_uri: str | None = None, exp_id: str | None = None) -> str:
-    """The command that starts the UI and, given the experiment, the link that opens its runs."""
+def ui_hint(tracking_uri: str | None = None, experiment: str | None = None) -> str:
+    """The command that starts the UI and, given an experiment name, the link that opens its runs
+    table (the UI's own landing page for it is the GenAI overview, see the module docstring)."""
     uri = tracking_uri or mlflow.get_tracking_uri()
     hint = f"mlflow ui --backend-store-uri {uri}"
-    if exp_id is not None:
-        hint += f"\n  then open {experiment_url(exp_id, view=_has_view(exp_id))}"
+    found = mlflow.get_experiment_by_name(experiment) if experiment else None
+    if found is not None:
+        hint += f"\n  then open {experiment_url(found.experiment_id, view=_has_view(found.experiment_id))}"
     return hint
 
 

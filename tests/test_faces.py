@@ -369,3 +369,21 @@ def test_face_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="valid"):
         from_dict(FaceConfig, {"n_frame": 8})
     assert from_dict(FaceConfig, {"thresholds": [0.5, 0.6, 0.7]}).thresholds == (0.5, 0.6, 0.7)
+
+
+# ---- the detector registry (issue 27) ----------------------------------------------------------------
+
+def test_detector_registry_names_and_unknown_names():
+    from features.faces.detect import DETECTORS, build_detector
+
+    assert DETECTORS.names() == ["dlib_hog", "dlib_mmod", "mtcnn"]
+    with pytest.raises(KeyError, match="unknown face detector 'yolo'; valid: dlib_hog, dlib_mmod, mtcnn"):
+        build_detector(FaceConfig(detector="yolo"))
+
+
+def test_default_detector_is_mtcnn():
+    from facenet_pytorch import MTCNN
+
+    from features.faces.detect import build_detector
+
+    assert isinstance(build_detector(FaceConfig()), MTCNN)

@@ -105,7 +105,8 @@ def test_a_foreign_model_code_file_is_refused(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "served_model.py").write_text(f"import pathlib; pathlib.Path({str(marker)!r}).touch()\n")
-    (folder / "MLmodel").write_text("flavors:\n  python_function:\n    loader_module: mlflow.pyfunc.loaders.code_model\n"
+    (folder / "MLmodel").write_text("flavors:\n  python_function:\n"
+                                    "    loader_module: mlflow.pyfunc.loaders.code_model\n"
                                     "    model_code_path: /x/served_model.py\n")
     with pytest.raises(ConfigError, match="code file"):
         predict.load_detector(str(folder), None)

@@ -9,6 +9,7 @@ import timm
 import timm.models._builder as timm_builder
 import torch
 
+from base_learners.dlib_resnet import CHIP_SIZE
 from base_learners.onet import ONET_INPUT_SIZE
 from base_learners.registry import LEARNERS, LearnerConfig, build_learner
 from base_learners.timm_learners import DEFAULT_VARIANTS, LIGHT_VARIANTS, PretrainedUnavailableError
@@ -23,17 +24,19 @@ def light(name: str, **kw) -> LearnerConfig:
 
 NON_CNN = ["spectrum"]  # base_learners.spectral (issue 18)
 TEMPORAL = ["sequence"]  # base_learners.sequence (issue 16): its contract is tested in test_temporal.py
-FIXED_INPUT = ["onet"]  # base_learners.onet (48 px only): its contract is tested in test_onet.py
+# fixed input sizes: base_learners.onet (48 px; more in test_onet.py), base_learners.dlib_resnet
+# (150 px; more in test_landmarks.py)
+FIXED_INPUT = {"onet": ONET_INPUT_SIZE, "dlib_resnet": CHIP_SIZE}
 
 
 def test_registry_names():
-    assert LEARNERS.names() == sorted(ALL + NON_CNN + TEMPORAL + FIXED_INPUT)
+    assert LEARNERS.names() == sorted(ALL + NON_CNN + TEMPORAL + list(FIXED_INPUT))
 
 
-@pytest.mark.parametrize("name", ALL + NON_CNN + FIXED_INPUT)
+@pytest.mark.parametrize("name", ALL + NON_CNN + list(FIXED_INPUT))
 def test_learner_contract(name):
     torch.manual_seed(0)
-    size = ONET_INPUT_SIZE if name in FIXED_INPUT else SIZE
+    size = FIXED_INPUT.get(name, SIZE)
     model = build_learner(replace(light(name, drop_rate=0.5), input_size=size))
     assert model.input_size == size and len(model.mean) == 3 and len(model.std) == 3
     x = torch.randn(4, 3, size, size)

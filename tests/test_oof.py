@@ -124,7 +124,7 @@ def test_rerun_trains_nothing_and_gives_the_same_table(data, first_run):
     def scope(unit):
         yield counter
 
-    again = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, scope, progress=False)
+    again = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, unit_scope=scope, progress=False)
     assert counter.epochs == 0 and all(r.cached for r in again.units)
     assert {p: p.stat().st_mtime_ns for p in units_dir.rglob("*") if p.is_file()} == mtimes
     pd.testing.assert_frame_equal(again.frame_preds, first.frame_preds, check_exact=True)
@@ -142,7 +142,7 @@ def test_unit_pool_gives_the_same_table_as_one_process(data, first_run, tmp_path
         seen.append(unit)
         yield _CountEpochs()
 
-    pooled = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, tmp_path, CROPS_KEY, scope,
+    pooled = run_oof(frames, crops, LEARNERS, {"meso4": TRAIN}, tmp_path, CROPS_KEY, unit_scope=scope,
                      progress=False, workers=2)
     pd.testing.assert_frame_equal(pooled.frame_preds, first.frame_preds, check_exact=True)
     assert not any(r.cached for r in pooled.units)
@@ -174,7 +174,7 @@ def run_units(units_dir: Path, scope) -> None:
     """The run the kill test interrupts (run in a subprocess by `kill_during_second_unit`)."""
     faces, videos, folds = make_tables()
     frames = frames_table(faces, videos, folds)
-    run_oof(frames, make_crops(frames), LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, scope, progress=False)
+    run_oof(frames, make_crops(frames), LEARNERS, {"meso4": TRAIN}, units_dir, CROPS_KEY, unit_scope=scope, progress=False)
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(data, first_run, tmp_path):

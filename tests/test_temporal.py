@@ -85,7 +85,7 @@ def run_units(units_dir: Path, scope) -> None:
     """The run the kill test interrupts: the sequence learner's two fold units."""
     faces, videos, folds = make_tables()
     frames = frames_table(faces, videos, folds)
-    run_oof(frames, make_crops(frames), {"seq": SEQ}, {"seq": TRAIN}, units_dir, CROPS_KEY, scope, progress=False)
+    run_oof(frames, make_crops(frames), {"seq": SEQ}, {"seq": TRAIN}, units_dir, CROPS_KEY, unit_scope=scope, progress=False)
 
 
 @pytest.fixture(scope="module")

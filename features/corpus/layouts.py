@@ -85,17 +85,23 @@ def read_videos(roots: Sequence[str | Path], layout: str = AUTO, on_missing: str
     return videos
 
 
-def with_test_corpora(videos: pd.DataFrame, test_videos: pd.DataFrame, link_parts: bool = False) -> pd.DataFrame:
+def with_test_corpora(videos: pd.DataFrame, test_videos: pd.DataFrame, link_parts: bool = False,
+                      mixed_media: bool = False) -> pd.DataFrame:
     """Cross-dataset evaluation: every video of the test corpora joins as a test video (split `test`:
     no fold, never trained on, scored by every fold model; its label, where known, only scores it).
     Ids must differ from the training corpora's; a test part named like a training part is renamed
-    `<name>-test`; groups are recomputed over the whole table."""
+    `<name>-test`; groups are recomputed over the whole table.
+
+    Face images on one side and videos on the other (`mixed_media`) compare like with like only when
+    the videos are cropped as the face images were: the caller must know the face set's settings
+    (features.faces.face_sets; oof.py checks), so without `mixed_media` the mix is refused."""
     clash = sorted(set(videos["video_id"]) & set(test_videos["video_id"]))
     if clash:
         raise CorpusError(f"video id(s) in both the training and the test corpora: {listing(clash)}")
-    if set(videos["media"]) != set(test_videos["media"]):
+    if set(videos["media"]) != set(test_videos["media"]) and not mixed_media:
         raise CorpusError(f"training corpora hold {sorted(set(videos['media']))} and test corpora "
-                          f"{sorted(set(test_videos['media']))}: one run reads one kind (videos or face images)")
+                          f"{sorted(set(test_videos['media']))}: face images and videos mix only when the face "
+                          "set's face settings are known (oof.py: face_images.margin, or face_images.estimate)")
     test = test_videos.copy()
     taken = set(videos["part"])
     test["part"] = test["part"].map(lambda p: f"{p}-test" if p in taken else p).astype("string")

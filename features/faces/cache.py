@@ -4,11 +4,19 @@
     <cache_dir>/<config hash>/<name>.npy           crops (n, S, S, 3) uint8 RGB   (crop_format npy)
     <cache_dir>/<config hash>/<name>.jpg/000000.jpg ...                           (crop_format jpg)
     <cache_dir>/<config hash>/<name>.faces.parquet the video's faces rows (absent when it has none)
+    <cache_dir>/<config hash>/<name>.landmarks.npy (n, P, 2) float32 x, y per crop (faces.landmarks P)
     <cache_dir>/<config hash>/<name>.status.json   status row + source key: the "done" marker
 
 Every file is written atomically, and the marker last: a video is done iff its marker exists and its
 source key (file size, mtime) still matches, so a run killed at any moment and restarted redoes
 exactly the unfinished videos and ends with the same files as an uninterrupted run.
+
+Landmarks (`faces.landmarks`: 5 or 68 points, dlib's shape predictors; absent at the default 0)
+are one array per video beside its crops, row i the landmarks of crop i (faces rows' `crop_idx`),
+in the crop's pixels (x right, y down, pixel centres at integers; crop_size px wide). An array, not
+faces-table columns: it is read as the crops are, per video and per crop (alignment, self-blending
+and mouth learners read a crop and its points together), and the faces table keeps its flat scalar
+columns. `landmarks_for_rows` gathers them for a faces or frames table.
 
 Crop format: measured with `python -m benchmarks.faces --formats` on this 2-core machine (under
 heavy load from other jobs; 6 embedded-corpus videos, the same crops written both ways):
@@ -67,6 +75,13 @@ def marker_path(crops_dir: Path, video_id: str) -> Path:
 
 def faces_path(crops_dir: Path, video_id: str) -> Path:
     return crops_dir / f"{video_name(video_id)}.faces.parquet"
+
+
+LANDMARKS_SUFFIX = ".landmarks.npy"
+
+
+def landmarks_path(crops_dir: Path, video_id: str) -> Path:
+    return crops_dir / f"{video_name(video_id)}{LANDMARKS_SUFFIX}"
 
 
 # ---- crop formats -------------------------------------------------------------------------------
@@ -193,11 +208,18 @@ def read_config(crops_dir: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def write_result(crops_dir: Path, fmt: str, faces: pd.DataFrame, crops: np.ndarray, status: dict) -> None:
-    """Crops, then faces, then the marker (last, so its presence means the rest is whole)."""
+def write_result(crops_dir: Path, fmt: str, faces: pd.DataFrame, crops: np.ndarray, status: dict,
+                 landmarks: np.ndarray | None = None) -> None:
+    """Crops, landmarks (when given), then faces, then the marker (last, so its presence means the
+    rest is whole)."""
     video_id = status["video_id"]
     marker_path(crops_dir, video_id).unlink(missing_ok=True)  # a stale result (source changed)
     CROP_STORES.get(fmt).write(crops_dir, video_id, crops)
+    if landmarks is not None:
+        if len(landmarks) != len(crops):
+            raise ValueError(f"{video_id!r}: {len(landmarks)} landmark rows for {len(crops)} crops")
+        atomic_write_with(landmarks_path(crops_dir, video_id),
+                          lambda tmp: np.save(tmp, np.ascontiguousarray(landmarks, dtype=np.float32)))
     if len(faces):
         atomic_write_parquet(faces, faces_path(crops_dir, video_id))
     else:
@@ -213,3 +235,35 @@ def read_marker(crops_dir: Path, video_id: str) -> dict | None:
 def read_faces(crops_dir: Path, video_id: str) -> pd.DataFrame | None:
     path = faces_path(crops_dir, video_id)
     return pd.read_parquet(path) if path.exists() else None
+
+
+def landmark_points(crops_dir: Path) -> int:
+    """Landmark points per face the cache at `crops_dir` holds (0: none, the config asked for none)."""
+    return int(read_config(crops_dir).get("landmarks", 0))
+
+
+def read_landmarks(crops_dir: Path, video_id: str) -> np.ndarray:
+    """(n, P, 2) float32 landmarks of one video's crops (row i = crop_idx i), in crop pixels."""
+    path = landmarks_path(Path(crops_dir), video_id)
+    if not path.exists():
+        points = landmark_points(Path(crops_dir))
+        why = "it was made without landmarks (faces.landmarks: 0)" if not points else "not extracted yet"
+        raise FileNotFoundError(f"{path}: no landmarks for video {video_id!r}: {why}; set faces.landmarks "
+                                "to 5 or 68 and run the face stage")
+    return np.load(path)
+
+
+def landmarks_for_rows(rows: pd.DataFrame, crops_dir: Path | str) -> np.ndarray:
+    """(N, P, 2) landmarks of a table's rows (columns video_id, crop_idx: a faces or frames table),
+    in its row order; each video's file is read once."""
+    crops_dir = Path(crops_dir)
+    points = landmark_points(crops_dir)
+    out = np.zeros((len(rows), points, 2), np.float32)
+    crop_idx = rows["crop_idx"].to_numpy(np.int64)
+    for video_id, where in rows.groupby(rows["video_id"].astype(str), sort=False).indices.items():
+        per_video = read_landmarks(crops_dir, video_id)
+        if len(where) and crop_idx[where].max() >= len(per_video):
+            raise ValueError(f"{landmarks_path(crops_dir, video_id)}: {len(per_video)} rows, the table wants "
+                             f"crop {crop_idx[where].max()} of {video_id!r}")
+        out[where] = per_video[crop_idx[where]]
+    return out

@@ -17,6 +17,9 @@ SINGLE_FRAME_CLIPS = 1  # clip_len of the single-frame sampling every cache befo
 # key), and that would make a cache filled with workers=1 differ from one filled by a pool. Parallelism
 # comes from processes (workers=0: one per core, see features.faces.pool) instead.
 DETECT_THREADS = 1
+DEFAULT_DETECTOR = "mtcnn"  # features.faces.detect.DETECTORS; left out of the cache key (older caches stay valid)
+NO_LANDMARKS = 0  # `landmarks` off: no predictor runs and the cache key is the one from before landmarks
+LANDMARK_POINTS = (NO_LANDMARKS, 5, 68)  # dlib's two shape predictors (features.faces.dlib_models)
 
 
 @dataclass
@@ -26,6 +29,10 @@ class FaceConfig:
     n_frames: int = 32  # frames (or clips) sampled evenly over each video (DFDC winners used 32)
     clip_len: int = 1  # consecutive frames at each sampled position (temporal learners read them);
     # 1: single frames, as before (and the same cache key)
+    detector: str = DEFAULT_DETECTOR  # features.faces.detect.DETECTORS: mtcnn | dlib_hog | dlib_mmod
+    landmarks: int = NO_LANDMARKS  # landmark points per face, cached beside the crops (features.faces.cache):
+    # 0 none, 5 (dlib's 5-point model: eye corners and nose, enough to align) or 68 (iBUG 300-W
+    # training data: research use only)
     decoder: str = "opencv"  # features.faces.decode.DECODERS: opencv (every frame) | pyav_ref (reference frames)
     detect_scale: float = 0.5  # downscale before detection (0.5 suits 1080p)
     detect_max_side: int | None = None  # also cap the long side at this many pixels (mixed resolutions)
@@ -56,6 +63,7 @@ class FaceConfig:
             "max_faces >= 1": self.max_faces >= 1, "margin >= 0": self.margin >= 0,
             "crop_size >= 1": self.crop_size >= 1, "batch_size >= 1": self.batch_size >= 1,
             "workers >= 0": self.workers >= 0, "detect_every >= 1": self.detect_every >= 1,
+            f"landmarks in {LANDMARK_POINTS}": self.landmarks in LANDMARK_POINTS,
             "0 < carry_iou <= 1": 0 < self.carry_iou <= 1, "clip_len >= 1": self.clip_len >= 1,
             f"clip_len > 1 only with decoder {' or '.join(CLIP_DECODERS)} (clips need every frame)":
                 self.clip_len == 1 or self.decoder in CLIP_DECODERS,

@@ -29,7 +29,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -205,6 +204,7 @@ def _read_reference_frames(path: Path, n_frames: int, threads: int) -> Frames:
     stream without a frame count or frame rate in its header falls back to the OpenCV decoder,
     which counts. Rotation metadata is applied as the OpenCV path does.
     """
+    av = _pyav()
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as err:
@@ -243,6 +243,17 @@ def _read_reference_frames(path: Path, n_frames: int, threads: int) -> Frames:
     if len(images) < min(n_frames, header) - len(targets):
         notes.append(f"{len(images)} distinct reference frames for {n_frames} sampled positions")
     return Frames(images, idx, max(header, last + 1), rotation, notes)
+
+
+def _pyav():
+    """PyAV, imported on first use: only this decoder needs it, and a machine without it (a GPU box
+    sent the project without PyAV's 35 MB wheel) must still import the pipelines and decode with OpenCV."""
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError(f"decoder 'pyav_ref' needs PyAV (pip install av), or set faces.decoder=opencv "
+                          f"({err})") from None
+    return av
 
 
 DECODERS: Registry = Registry("decoder")

@@ -16,18 +16,38 @@ square is SHIFTED inside the frame rather than padded: padding would paint black
 depends on where the face sits, an artefact unrelated to fakeness that a CNN could learn, while
 shifting keeps real pixels and still contains the whole box. Only when the square is larger than the
 frame's short side is it shrunk to that side.
+
+Detectors (`faces.detector`, the DETECTORS registry): `mtcnn` (facenet-pytorch, the default and the
+behaviour every cache before the registry was made with), `dlib_hog` and `dlib_mmod` (dlib's HOG and
+CNN face detectors, features.faces.dlib_models). The DFDC report this project grew from compared
+four detectors for the same job; `python -m benchmarks.faces --detectors mtcnn dlib_hog dlib_mmod`
+measures these side by side. dlib's detectors answer margins, not probabilities (an SVM margin for
+HOG, a CNN confidence for MMOD, both > 0 for a face, unbounded above): their own threshold (0, the
+trained operating point) decides what is a face, every box they return gets det_prob
+DLIB_DET_PROB = 1.0 so `det_prob` drops none of them (mapping margins through a sigmoid would
+drop every box with margin < 2.2 at det_prob 0.9, silently), and boxes are ordered by margin, so
+`max_faces` still keeps the strongest. `min_face_size` picks how often dlib upsamples the frame
+(its detectors see faces of about DLIB_FACE_WINDOW px and up; each upsample halves that, at ~4x
+the time): with dlib, set `detect_scale` so the faces stay near 80 px rather than downscaling a
+frame only to upsample it again.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
+from features.common import Registry
 from features.faces.config import FaceConfig
 from features.faces.tracking import greedy_pairs, iou_matrix
+
+log = logging.getLogger(__name__)
 
 MTCNN_MIN_WINDOW = 12  # P-Net's input window: the smallest face MTCNN can see, in detection pixels
 MAX_SCALE = 1.0  # never upsample frames for detection: it costs time and finds no extra real faces
@@ -53,7 +73,20 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+DETECTORS: Registry[Callable[[FaceConfig], object]] = Registry("face detector")
+
+
 def build_detector(cfg: FaceConfig):
+    """The detector `cfg.detector` names, configured from `cfg` (unknown names list the valid ones).
+
+    Every registered detector offers MTCNN's interface, which `detect_faces` relies on:
+    `detect(batch)` on an (n, h, w, 3) uint8 RGB batch -> (boxes per frame, probabilities per frame),
+    None for a frame without faces, and a settable `min_face_size` in detection pixels."""
+    return DETECTORS.get(cfg.detector)(cfg)
+
+
+@DETECTORS.register("mtcnn")
+def build_mtcnn(cfg: FaceConfig):
     """MTCNN configured from `cfg`. keep_all/probability order: we select and track faces ourselves."""
     from facenet_pytorch import MTCNN  # heavy import, deferred to the processes that detect
 
@@ -65,6 +98,67 @@ def build_detector(cfg: FaceConfig):
     if cfg.channels_last:  # frames arrive as NHWC; keeping that layout speeds up every pooling layer
         detector = detector.to(memory_format=torch.channels_last)
     return detector
+
+
+DLIB_DET_PROB = 1.0  # every box a dlib detector returns passed its own threshold (module docstring)
+DLIB_FACE_WINDOW = 80  # px: the smallest face dlib's HOG and MMOD detectors find without upsampling
+DLIB_MAX_UPSAMPLE = {"dlib_hog": 2, "dlib_mmod": 1}  # each upsample costs ~4x; MMOD is ~10x HOG already
+
+
+def dlib_upsample(min_face_size: float, most: int) -> int:
+    """Upsampling steps (x2 each) so faces of `min_face_size` detection pixels reach dlib's window,
+    at most `most`: 0 for faces of 80 px and up, 1 down to 40 px (dlib's examples' default)."""
+    if min_face_size >= DLIB_FACE_WINDOW:
+        return 0
+    return min(most, math.ceil(math.log2(DLIB_FACE_WINDOW / max(min_face_size, 1.0))))
+
+
+class DlibDetector:
+    """A dlib detector (features.faces.dlib_models) behind MTCNN's interface: frames one at a time
+    (dlib has no batches), boxes ordered by dlib's margin, each with det_prob DLIB_DET_PROB."""
+
+    def __init__(self, name: str, make: Callable[[int], Callable], min_face_size: float):
+        self.name, self._make, self.min_face_size = name, make, float(min_face_size)
+        self._by_upsample: dict[int, Callable] = {}  # built lazily: MMOD loads its weights once per setting
+
+    def _detector(self) -> Callable:
+        upsample = dlib_upsample(self.min_face_size, DLIB_MAX_UPSAMPLE[self.name])
+        if upsample not in self._by_upsample:
+            log.debug("%s: building with upsample %d (min face %.0f px)", self.name, upsample, self.min_face_size)
+            self._by_upsample[upsample] = self._make(upsample)
+        return self._by_upsample[upsample]
+
+    def detect(self, batch: np.ndarray) -> tuple[list, list]:
+        detect = self._detector()
+        all_boxes, all_probs = [], []
+        for frame in batch:
+            boxes, scores = detect(frame)
+            if len(boxes) == 0:
+                all_boxes.append(None)
+                all_probs.append(None)
+                continue
+            order = np.argsort(-scores, kind="stable")
+            all_boxes.append(boxes[order].astype(np.float64))
+            all_probs.append(np.full(len(boxes), DLIB_DET_PROB))
+        return all_boxes, all_probs
+
+
+@DETECTORS.register("dlib_hog")
+def build_dlib_hog(cfg: FaceConfig) -> DlibDetector:
+    """dlib's frontal HOG detector: cheap on a CPU, frontal faces only (features.faces.dlib_models)."""
+    from features.faces.dlib_models import hog_detector
+
+    return DlibDetector("dlib_hog", lambda upsample: hog_detector(upsample=upsample),
+                        max(MTCNN_MIN_WINDOW, cfg.min_face_size))
+
+
+@DETECTORS.register("dlib_mmod")
+def build_dlib_mmod(cfg: FaceConfig) -> DlibDetector:
+    """dlib's CNN (MMOD) detector: profile and occluded faces too, ~10x HOG's CPU time."""
+    from features.faces.dlib_models import mmod_detector
+
+    return DlibDetector("dlib_mmod", lambda upsample: mmod_detector(upsample=upsample),
+                        max(MTCNN_MIN_WINDOW, cfg.min_face_size))
 
 
 def detection_scale(height: int, width: int, cfg: FaceConfig) -> float:
@@ -204,3 +298,27 @@ def crop_face(frame: np.ndarray, box, margin: float, size: int) -> np.ndarray:
     patch = frame[top : top + side, left : left + side]
     interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
     return cv2.resize(patch, (size, size), interpolation=interp)
+
+
+def to_crop_pixels(points: np.ndarray, box, margin: float, size: int, height: int, width: int) -> np.ndarray:
+    """Frame-pixel points (k, 2) -> the pixels of `crop_face`'s crop of `box`: the square's offset
+    removed and scaled to `size`, with cv2.resize's pixel-centre convention (x + 0.5) * s - 0.5, so a
+    point on a pixel's centre in the frame lands on the centre of what that pixel became."""
+    left, top, side = square_box(box, margin, height, width)
+    scale = size / side
+    return ((np.asarray(points, np.float64) - (left, top) + 0.5) * scale - 0.5).astype(np.float32)
+
+
+def crop_landmarks(frame: np.ndarray, boxes: np.ndarray, cfg: FaceConfig) -> np.ndarray:
+    """dlib's `cfg.landmarks`-point landmarks of each box, (k, P, 2) float32 in its crop's pixels.
+
+    The shape predictor regresses from the box it is given; it was trained on boxes of dlib's HOG
+    detector, and MTCNN's are a little taller (forehead to chin), which costs it some accuracy, not
+    the face (it answers for any box: the detector's threshold is what decides there is a face).
+    The 68-point model is trained on iBUG 300-W, licensed for research use only."""
+    from features.faces.dlib_models import landmarks  # dlib: imported where landmarks are asked for
+
+    height, width = frame.shape[:2]
+    points = landmarks(np.ascontiguousarray(frame), np.asarray(boxes, np.float32), points=cfg.landmarks)
+    return np.stack([to_crop_pixels(p, box, cfg.margin, cfg.crop_size, height, width)
+                     for p, box in zip(points, boxes)]) if len(points) else points

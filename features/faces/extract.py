@@ -25,9 +25,15 @@ from features.common import config_hash, result_dict
 from features.contract import with_clip_idx
 from features.engines import LOCAL_ENGINE, Engine, Resources
 from features.faces import cache
-from features.faces.config import DETECT_THREADS, SINGLE_FRAME_CLIPS, FaceConfig
+from features.faces.config import (
+    DEFAULT_DETECTOR,
+    DETECT_THREADS,
+    NO_LANDMARKS,
+    SINGLE_FRAME_CLIPS,
+    FaceConfig,
+)
 from features.faces.decode import DECODERS, DecodeError, read_frames
-from features.faces.detect import build_detector, crop_face, detect_faces
+from features.faces.detect import DETECTORS, build_detector, crop_face, crop_landmarks, detect_faces
 from features.faces.pool import n_workers
 from features.faces.tracking import link_tracks
 
@@ -58,10 +64,15 @@ class FaceResult:
 
 def cache_fields(cfg: FaceConfig) -> dict:
     """The settings that change what is extracted (runtime knobs left out), plus the cache version.
-    Single-frame sampling leaves `clip_len` out, so caches made before clips existed stay valid."""
+    Single-frame sampling leaves `clip_len` out, so caches made before clips existed stay valid;
+    so do the default detector and no landmarks (settings added later, at their old behaviour)."""
     fields = result_dict(cfg)
     if fields["clip_len"] == SINGLE_FRAME_CLIPS:
         del fields["clip_len"]
+    if fields["detector"] == DEFAULT_DETECTOR:
+        del fields["detector"]
+    if fields["landmarks"] == NO_LANDMARKS:
+        del fields["landmarks"]
     return {**fields, "cache_version": CACHE_VERSION}
 
 
@@ -91,7 +102,8 @@ def status_row(video_id: str, status: str, message: str, n_frames=0, n_faces=0, 
 
 
 def faces_of_video(video_id: str, path: Path, cfg: FaceConfig, detector):
-    """Decode, detect, track and crop one video -> (faces rows, crops array, status dict).
+    """Decode, detect, track and crop one video -> (faces rows, crops array, status dict, landmarks:
+    (n, P, 2) float32 in crop pixels, row i = crop_idx i, or None without `cfg.landmarks`).
 
     Bad input becomes a status, never an exception; bugs still raise.
     """
@@ -100,28 +112,36 @@ def faces_of_video(video_id: str, path: Path, cfg: FaceConfig, detector):
         frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder,
                              clip_len=cfg.clip_len)
     except FileNotFoundError as err:
-        return _empty_faces(), empty, status_row(video_id, "missing_file", str(err))
+        return _empty_faces(), empty, status_row(video_id, "missing_file", str(err)), _no_landmarks(cfg)
     except (DecodeError, cv2.error) as err:
-        return _empty_faces(), empty, status_row(video_id, "decode_error", str(err))
+        return _empty_faces(), empty, status_row(video_id, "decode_error", str(err)), _no_landmarks(cfg)
     dets = detect_faces(detector, frames.images, cfg)
     info = dict(n_frames=len(frames.images), n_stream=frames.n_stream, rotation=frames.rotation)
     notes = "; ".join(frames.notes)
-    faces, crops = _faces_and_crops(video_id, frames, dets, cfg)
+    faces, crops, points = _faces_and_crops(video_id, frames, dets, cfg)
     if faces.empty:
         msg = f"no face with det_prob >= {cfg.det_prob} in {len(frames.images)} sampled frames"
-        return faces, crops, status_row(video_id, "no_face", "; ".join(filter(None, [msg, notes])), **info)
-    return faces, crops, status_row(video_id, "ok", notes, n_faces=len(faces), **info)
+        return faces, crops, status_row(video_id, "no_face", "; ".join(filter(None, [msg, notes])), **info), points
+    return faces, crops, status_row(video_id, "ok", notes, n_faces=len(faces), **info), points
 
 
-def _faces_and_crops(video_id: str, frames, dets, cfg: FaceConfig) -> tuple[pd.DataFrame, np.ndarray]:
-    """Faces rows (tracked, ordered by frame then face_idx, crop_idx = row) and their crops."""
-    rows, crops = [], []
+def _no_landmarks(cfg: FaceConfig) -> np.ndarray | None:
+    """The landmarks of a video without faces: none at all when the config asks for none."""
+    return np.zeros((0, cfg.landmarks, 2), np.float32) if cfg.landmarks != NO_LANDMARKS else None
+
+
+def _faces_and_crops(video_id: str, frames, dets, cfg: FaceConfig):
+    """Faces rows (tracked, ordered by frame then face_idx, crop_idx = row), their crops and their
+    landmarks (crop pixels; None without `cfg.landmarks`)."""
+    rows, crops, points = [], [], []
     for image, fidx, clip, det in zip(frames.images, frames.frame_idx, frames.clip_of(), dets):
         for box, prob in zip(det.boxes, det.probs):
             rows.append((fidx, clip, *box, prob))
             crops.append(crop_face(image, box, cfg.margin, cfg.crop_size))
+        if cfg.landmarks != NO_LANDMARKS and len(det.boxes):
+            points.extend(crop_landmarks(image, det.boxes, cfg))
     if not rows:
-        return _empty_faces(), np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8)
+        return _empty_faces(), np.zeros((0, cfg.crop_size, cfg.crop_size, 3), np.uint8), _no_landmarks(cfg)
     faces = pd.DataFrame(rows, columns=["frame_idx", "clip_idx", "x0", "y0", "x1", "y1", "det_prob"])
     faces["clip_idx"] = dense_rank(faces["clip_idx"])
     boxes = faces[["x0", "y0", "x1", "y1"]]
@@ -130,7 +150,8 @@ def _faces_and_crops(video_id: str, frames, dets, cfg: FaceConfig) -> tuple[pd.D
     order = faces.sort_values(["frame_idx", "face_idx"], kind="stable").index.to_numpy()
     faces = faces.loc[order].reset_index(drop=True)
     faces["crop_idx"] = np.arange(len(faces), dtype=np.int64)
-    return faces[list(FACE_COLUMNS)].astype(FACE_COLUMNS), np.stack([crops[i] for i in order])
+    landmarks = np.stack([points[i] for i in order]) if cfg.landmarks != NO_LANDMARKS else None
+    return faces[list(FACE_COLUMNS)].astype(FACE_COLUMNS), np.stack([crops[i] for i in order]), landmarks
 
 
 def dense_rank(values: pd.Series) -> np.ndarray:
@@ -149,9 +170,9 @@ def source_key(path: Path) -> dict:
 
 
 def process_and_store(video_id: str, path: str, cfg: FaceConfig, crops_dir: str, detector) -> dict:
-    faces, crops, status = faces_of_video(video_id, Path(path), cfg, detector)
+    faces, crops, status, landmarks = faces_of_video(video_id, Path(path), cfg, detector)
     status["source"] = source_key(Path(path)) if Path(path).is_file() else None
-    cache.write_result(Path(crops_dir), cfg.crop_format, faces, crops, status)
+    cache.write_result(Path(crops_dir), cfg.crop_format, faces, crops, status, landmarks)
     return status
 
 
@@ -239,8 +260,9 @@ def extract_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str,
     they are picked up once they appear.
     """
     _check_videos(videos)
-    cache.CROP_STORES.get(cfg.crop_format)  # unknown format or decoder: fail before any work
+    cache.CROP_STORES.get(cfg.crop_format)  # unknown format, decoder or detector: fail before any work
     DECODERS.get(cfg.decoder)
+    DETECTORS.get(cfg.detector)
     crops_dir = crops_dir_for(cache_dir, cfg)
     crops_dir.mkdir(parents=True, exist_ok=True)
     cache.write_config(crops_dir, cache_fields(cfg))

@@ -8,6 +8,12 @@ the image is the face, its box is the whole image and its detection probability 
 cannot be read gets `decode_error`, an absent one `missing_file`; finished videos are skipped on
 reruns (keyed by the settings and the image file's size and time). `workers` processes share the
 videos (0: one per core), as in the face stage.
+
+Landmarks (`faces.landmarks` 5 or 68) come from dlib's shape predictor run on each image at its own
+resolution, with the face box assumed where this project's own crops put it: the central
+1 / (1 + 2 * margin) of the image (features.faces.detect.crop_face), so no detector runs here
+either; they are cached in the crop's pixels like the face stage's (features.faces.cache). The
+68-point model's training data (iBUG 300-W) is licensed for research use only.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from features.common import config_hash
 from features.corpus.face_csv import IMAGE_EXTENSIONS
 from features.engines import LOCAL_ENGINE, Engine, Resources
 from features.faces import cache
-from features.faces.config import SINGLE_FRAME_CLIPS, FaceConfig
+from features.faces.config import NO_LANDMARKS, SINGLE_FRAME_CLIPS, FaceConfig
 from features.faces.decode import clip_indices
 from features.faces.extract import (
     CACHE_VERSION,
@@ -47,8 +53,29 @@ IMAGES_PER_TASK = 64  # a distributed engine's task: one image is milliseconds o
 def cache_fields(cfg: FaceConfig) -> dict:
     """What decides the imported crops (load_crops reads crop_format and crop_size back)."""
     clips = {} if cfg.clip_len == SINGLE_FRAME_CLIPS else {"clip_len": cfg.clip_len}
+    # landmarks (and the margin that places their box) only when asked for: older keys stay valid
+    points = {} if cfg.landmarks == NO_LANDMARKS else {"landmarks": cfg.landmarks, "margin": cfg.margin}
     return {"source": SOURCE, "crop_size": cfg.crop_size, "crop_format": cfg.crop_format,
-            "n_frames": cfg.n_frames, **clips, "cache_version": CACHE_VERSION}
+            "n_frames": cfg.n_frames, **clips, **points, "cache_version": CACHE_VERSION}
+
+
+def assumed_face_box(height: int, width: int, margin: float) -> np.ndarray:
+    """(1, 4) x0, y0, x1, y1: the face's box in an imported face image, the central
+    1 / (1 + 2 * margin) of each side, where this project's own crops have it."""
+    share = 1.0 / (1.0 + 2.0 * margin)
+    dx, dy = width * (1 - share) / 2, height * (1 - share) / 2
+    return np.array([[dx, dy, width - dx, height - dy]], np.float32)
+
+
+def image_landmarks(rgb: np.ndarray, cfg: FaceConfig) -> np.ndarray:
+    """(P, 2) float32 landmarks of an imported face image, in the pixels of its crop_size crop
+    (the resize's pixel-centre convention, as features.faces.detect.to_crop_pixels)."""
+    from features.faces.dlib_models import landmarks  # dlib: only where landmarks are asked for
+
+    height, width = rgb.shape[:2]
+    points = landmarks(rgb, assumed_face_box(height, width, cfg.margin), points=cfg.landmarks)[0]
+    scale = np.array([cfg.crop_size / width, cfg.crop_size / height])
+    return ((points + 0.5) * scale - 0.5).astype(np.float32)
 
 
 def _frame_files(path: Path, n_frames: int, clip_len: int) -> tuple[list[Path], list[int]]:
@@ -64,7 +91,7 @@ def _frame_files(path: Path, n_frames: int, clip_len: int) -> tuple[list[Path], 
 
 def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> None:
     visible_or_raise(path)
-    rows, crops, unreadable = [], [], []
+    rows, crops, points, unreadable = [], [], [], []
     files, clips = _frame_files(path, cfg.n_frames, cfg.clip_len)
     for frame_idx, (file, clip) in enumerate(zip(files, clips)):
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
@@ -74,6 +101,8 @@ def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> 
         h, w = image.shape[:2]
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         crops.append(cv2.resize(rgb, (cfg.crop_size, cfg.crop_size), interpolation=cv2.INTER_AREA))
+        if cfg.landmarks != NO_LANDMARKS:
+            points.append(image_landmarks(rgb, cfg))
         rows.append({"video_id": video_id, "frame_idx": frame_idx, "face_idx": 0, "x0": 0.0, "y0": 0.0,
                      "x1": float(w), "y1": float(h), "det_prob": GIVEN_DET_PROB, "crop_idx": len(rows),
                      "clip_idx": clip})
@@ -89,7 +118,10 @@ def _import_one(video_id: str, path: Path, cfg: FaceConfig, crops_dir: Path) -> 
                             n_frames=len(files), n_faces=len(rows))
         stack = np.stack(crops)
     status["source"] = source_key(path)
-    cache.write_result(crops_dir, cfg.crop_format, faces, stack, status)
+    landmarks = None
+    if cfg.landmarks != NO_LANDMARKS:
+        landmarks = np.stack(points) if points else np.zeros((0, cfg.landmarks, 2), np.float32)
+    cache.write_result(crops_dir, cfg.crop_format, faces, stack, status, landmarks)
 
 
 def import_faces(videos: pd.DataFrame, cfg: FaceConfig, cache_dir: Path | str, progress: bool = True,

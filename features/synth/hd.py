@@ -6,7 +6,9 @@ DFDC videos are 1920x1080 (some portrait), 300 frames, H.264 at a few Mbit/s. Re
 procedural scenes at that size would take minutes a video on 2 cores, so each video is rendered by
 the embedded generator at 1/`upscale` of the size (the same scenes, fakes and artifacts), then
 upscaled, given fresh full-resolution camera noise (so 1080p frames carry pixel-level texture, as
-a sensor's do, not the smoothness of an upscale), and encoded with libx264 (PyAV) at `bitrate_kbps`.
+a sensor's do, not the smoothness of an upscale), and encoded with libx264 (PyAV) at `bitrate_kbps`;
+`writer: opencv` encodes MPEG-4 part 2 (`mp4v`) with OpenCV instead, for machines without PyAV (its
+decoding cost is not H.264's, and the bitrate is the encoder's own).
 Metadata, test labels and fake parameters are copied; the ground-truth face boxes are scaled to
 the full-resolution frames. Like the embedded corpus it is keyed by its config and resumable per
 video, and `metadata.json` is written last.
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pandas as pd
@@ -37,6 +38,8 @@ SMALL_DIR = ".rendered"  # the generator's small videos, kept for resumption
 COPIED = ("test_labels.csv", "fake_params.parquet")
 BOX_COLUMNS = ["x0", "y0", "x1", "y1"]
 SEED_STRIDE = 100_003  # noise seed of video i: seed * SEED_STRIDE + i
+WRITERS = ("pyav", "opencv")
+OPENCV_FOURCC = "mp4v"  # what OpenCV's bundled FFmpeg can write (no libx264 in its wheels)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class HDConfig:
     preset: str = "veryfast"  # x264 speed preset: encoding cost, not content
     encode_threads: int = 1
     workers: int = 2  # videos encoded at once (does not change the output)
+    writer: str = "pyav"  # pyav (H.264, as DFDC) | opencv (mp4v; no PyAV needed)
+
+    def __post_init__(self) -> None:
+        if self.writer not in WRITERS:
+            raise ValueError(f"HDConfig.writer {self.writer!r} is not one of {WRITERS}")
 
     def synth(self) -> SynthConfig:
         w, h = self.width // self.upscale, self.height // self.upscale
@@ -73,28 +81,52 @@ def full_size(small: Path, cfg: HDConfig) -> tuple[int, int]:
     return (cfg.width, cfg.height) if w >= h else (cfg.height, cfg.width)
 
 
+def _frames(cap: cv2.VideoCapture, size: tuple[int, int], cfg: HDConfig, rng: np.random.Generator):
+    """The rendered frames upscaled to `size` with full-resolution sensor noise, BGR uint8."""
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            return
+        big = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        big += rng.standard_normal(big.shape, dtype=np.float32) * np.float32(cfg.noise_sigma)
+        yield np.clip(big, 0, 255).astype(np.uint8)
+
+
+def _write_opencv(src: Path, tmp: Path, frames, size: tuple[int, int], cfg: HDConfig) -> None:
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*OPENCV_FOURCC), cfg.fps, size)
+    try:
+        if not writer.isOpened():
+            raise RuntimeError(f"{tmp}: OpenCV cannot write {OPENCV_FOURCC} at {size}")
+        n = 0
+        for frame in frames:
+            writer.write(frame)
+            n += 1
+        if not n:
+            raise RuntimeError(f"{src}: no frames")
+    finally:
+        writer.release()
+
+
 def encode_hd(src: Path, dst: Path, cfg: HDConfig, seed: int) -> None:
-    """`src` upscaled to full resolution, noised, H.264, written atomically to `dst`."""
+    """`src` upscaled to full resolution, noised, encoded (cfg.writer), written atomically to `dst`."""
     size = full_size(src, cfg)
     cap = cv2.VideoCapture(str(src))
     rng = np.random.default_rng(seed)
 
     def write(tmp: Path) -> None:
+        if cfg.writer == "opencv":
+            return _write_opencv(src, tmp, _frames(cap, size, cfg, rng), size, cfg)
+        import av  # here, not at the top: only this writer needs PyAV
+
         with av.open(str(tmp), mode="w", format="mp4") as out:
             stream = None
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    break
+            for frame in _frames(cap, size, cfg, rng):
                 if stream is None:
                     stream = out.add_stream("libx264", rate=Fraction(cfg.fps))
                     stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
                     stream.bit_rate = cfg.bitrate_kbps * 1000
                     stream.options = {"preset": cfg.preset}
                     stream.codec_context.thread_count = cfg.encode_threads
-                big = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
-                big += rng.standard_normal(big.shape, dtype=np.float32) * np.float32(cfg.noise_sigma)
-                frame = np.clip(big, 0, 255).astype(np.uint8)
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
                     out.mux(packet)
             if stream is None:
@@ -120,7 +152,10 @@ def generate_hd_corpus(root: Path | str, cfg: HDConfig | None = None, progress: 
     """Write (or finish, or reuse) the real-resolution corpus in `root`; returns `root`."""
     cfg = cfg or HDConfig()
     root = Path(root)
-    key = config_hash({k: v for k, v in to_dict(cfg).items() if k != "workers"})
+    # `workers` does not change the videos; `writer` left out at its default keeps the folders made
+    # before it existed valid
+    key = config_hash({k: v for k, v in to_dict(cfg).items()
+                       if k != "workers" and not (k == "writer" and v == WRITERS[0])})
     done = root / HD_CONFIG_FILE
     if done.exists():
         if json.loads(done.read_text())["hash"] == key and (root / "metadata.json").exists():

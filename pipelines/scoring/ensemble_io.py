@@ -131,7 +131,8 @@ class _Writer:
             self.arrays[key] = value
             return {TAG: "array", "key": key}
         if value.dtype.kind in "OU" and all(isinstance(v, str) for v in value.ravel()):
-            return {TAG: "strings", "v": value.tolist(), "dtype": "object" if value.dtype.kind == "O" else value.dtype.str}
+            dtype = "object" if value.dtype.kind == "O" else value.dtype.str
+            return {TAG: "strings", "v": value.tolist(), "dtype": dtype}
         raise EnsembleFormatError(f"{where}: an array of dtype {value.dtype} cannot be stored without pickle")
 
 
@@ -167,7 +168,8 @@ class _Reader:
         if kind == "object":
             cls = self.allowed.get(value["class"])
             if cls is None:
-                raise EnsembleFormatError(f"{ENSEMBLE_JSON}: class {value['class']!r} is not allowed in a stored ensemble")
+                raise EnsembleFormatError(f"{ENSEMBLE_JSON}: class {value['class']!r} is not allowed in a "
+                                          "stored ensemble")
             obj = cls.__new__(cls)
             state = {k: self.decode(v) for k, v in value["state"].items()}
             if hasattr(obj, "__setstate__"):

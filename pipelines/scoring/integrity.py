@@ -120,8 +120,10 @@ def recorded_digest(uri: str, root: Path | None = None) -> str | None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    if uri.startswith("models:/"):
+    if uri.startswith("models:/"):  # a registry version, an alias, or a logged model id
         ref = uri[len("models:/"):].rstrip("/")
+        if "/" not in ref and "@" not in ref:  # MLflow 3's logged-model id (models:/m-...): its run's tag
+            return run_digest(client.get_logged_model(ref).source_run_id)
         if "@" in ref:
             name, alias = ref.split("@", 1)
             version = client.get_model_version_by_alias(name, alias)

@@ -10,12 +10,14 @@ per run keeps the logging a small part of the stage's minute.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 import mlflow
+from meta.nested import NestedResult
 from meta.selection import SpecResult
 
 STAGE_TAG = "fakestack.stage"
@@ -24,6 +26,7 @@ OOF_RUN_TAG = "fakestack.oof_run_id"
 KIND_TAG = "fakestack.kind"  # sweep | config | baseline
 BEST_TAG = "fakestack.best"
 DETECTOR_TAG = "fakestack.detector"  # on the sweep run: the packaged detector's model URI
+NESTED_PICKS = "nested_picks"  # config runs: outer folds in which nested selection picked the configuration
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value (longer ones are cut with a marker)
 
 
@@ -91,3 +94,14 @@ def log_sweep_summary(best: SpecResult, n_configs: int, baselines: dict | None =
     mlflow.log_metric("n_configs", n_configs)
     mlflow.log_metrics({k: v for k, v in (baselines or {}).items() if k.startswith("stack_over_")})
     mlflow.set_tags({"fakestack.best_config": best.spec.name})
+
+
+def log_nested_picks(client: MlflowClient, run_ids: dict[str, str], nested: NestedResult) -> None:
+    """`nested_picks` on every configuration run: in how many outer folds the nested selection
+    picked it. Why on the child runs: the UI's configurations view lists them flat, and this column
+    shows beside `cv_log_loss` whether the optimistic winner is also what the honest procedure
+    keeps choosing (0 for the configurations it never picked, so the column sorts)."""
+    picked = Counter(nested.picks.values())
+    now = int(time.time() * 1000)
+    for name, run_id in run_ids.items():
+        client.log_batch(run_id, metrics=[Metric(NESTED_PICKS, float(picked.get(name, 0)), now, 0)])
