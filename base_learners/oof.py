@@ -282,8 +282,9 @@ def train_unit(
                          "tracks) in the other folds")
     seed_everything(unit.seed)
     model = build_learner(lcfg)
-    # self-blending: where the training faces are (landmarks from the face cache when it has them)
-    regions = face_regions(frames.iloc[train_rows], crops[train_rows], tcfg.sbi) if tcfg.target == SELF_BLENDED else None
+    regions = None  # self-blending: where the training faces are (landmarks from the face cache, if any)
+    if tcfg.target == SELF_BLENDED:
+        regions = face_regions(frames.iloc[train_rows], crops[train_rows], tcfg.sbi)
     result = fit(
         model, crops[train_rows], frames["label"].to_numpy(dtype="float64", na_value=np.nan)[train_rows].astype(np.int64),
         frames["group"].to_numpy()[train_rows], tcfg, on_epoch=hooks.on_epoch, progress=progress, regions=regions,

@@ -142,8 +142,8 @@ def face_regions(rows: pd.DataFrame, crops, cfg: SBIConfig) -> FaceRegions:
     crops_dir = getattr(crops, "crops_dir", None)
     fields = cache.read_config(crops_dir) if crops_dir is not None else {}
     margin = cfg.face_margin if cfg.face_margin is not None else float(fields.get("margin", FaceConfig.margin))
-    points = int(fields.get("landmarks", 0))
-    if cfg.landmarks and crops_dir is not None and points >= HULL_MIN_POINTS:
+    points = cache.landmark_points(crops_dir) if crops_dir is not None else 0
+    if cfg.landmarks and points >= HULL_MIN_POINTS:
         return FaceRegions(assumed_box(margin), cache.landmarks_for_rows(rows, crops_dir))
     if cfg.landmarks and points:
         log.info("self-blending: %d-point landmarks outline no face; the face-box ellipse is used", points)

@@ -35,6 +35,7 @@ MMOD costs ~1 s per 256x192 frame on one core: keep `--videos` and `n_frames` sm
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from dataclasses import replace
@@ -165,10 +166,50 @@ def where_time_goes(paths: dict[str, Path], cfg: FaceConfig, detector, where: Pa
     return pd.DataFrame([{"step": k, "s_per_video": v / len(paths), "share": v / total} for k, v in t.items()])
 
 
-def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, pd.DataFrame, dict]:
-    """Sampled + downscaled + batched, in this process: decode, detect and crop timed apart."""
+SHEET_COLUMNS = 8  # thumbnails per row of a contact sheet
+SHEET_THUMB_WIDTH = 240  # px
+SHEET_JPEG_QUALITY = 80
+BOX_RGB, MISS_RGB = (0, 255, 0), (255, 0, 0)  # a detected face's box; the frame of a frame without one
+
+
+def write_sheet(images: list[np.ndarray], frame_idx: list[int], dets, path: Path) -> Path:
+    """A contact sheet of one video's sampled frames with the detected boxes drawn on them, so a
+    person can check by eye which frames show a face the stage missed (a red frame has none)."""
+    thumbs = []
+    for image, idx, det in zip(images, frame_idx, dets):
+        scale = SHEET_THUMB_WIDTH / image.shape[1]
+        thumb = cv2.resize(image, (SHEET_THUMB_WIDTH, max(1, round(image.shape[0] * scale))),
+                           interpolation=cv2.INTER_AREA)
+        for x0, y0, x1, y1 in np.asarray(det.boxes, dtype=float).reshape(-1, 4) * scale:
+            cv2.rectangle(thumb, (int(x0), int(y0)), (int(x1), int(y1)), BOX_RGB, 2)
+        if not len(det.boxes):
+            cv2.rectangle(thumb, (0, 0), (thumb.shape[1] - 1, thumb.shape[0] - 1), MISS_RGB, 4)
+        cv2.putText(thumb, str(idx), (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
+        thumbs.append(thumb)
+    height = max(t.shape[0] for t in thumbs)
+    thumbs = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in thumbs]
+    thumbs += [np.zeros_like(thumbs[0])] * (-len(thumbs) % SHEET_COLUMNS)
+    rows = [np.concatenate(thumbs[i:i + SHEET_COLUMNS], axis=1) for i in range(0, len(thumbs), SHEET_COLUMNS)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, SHEET_JPEG_QUALITY])
+    return path
+
+
+def per_video(frames: pd.DataFrame, seconds: dict[str, float]) -> pd.DataFrame:
+    """Per video: sampled frames, the share with a face, faces per frame, seconds (decode+detect)."""
+    table = frames.groupby("video_id", sort=False).agg(
+        frames=("n_faces", "size"), det_rate=("n_faces", lambda n: float((n > 0).mean())),
+        faces_per_frame=("n_faces", "mean")).reset_index()
+    return table.assign(seconds=table["video_id"].map(seconds))
+
+
+def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector,
+              sheet_dir: Path | None = None) -> tuple[dict, pd.DataFrame, dict]:
+    """Sampled + downscaled + batched, in this process: decode, detect and crop timed apart; with
+    `sheet_dir`, a contact sheet per video (not timed). `t["per_video"]` holds each video's seconds."""
     t = dict(decode=0.0, detect=0.0, crop=0.0)
-    rows, crops = [], {}
+    rows, crops, seconds = [], {}, {}
     for video_id, path in paths.items():
         t0 = time.perf_counter()
         frames = read_frames(path, cfg.n_frames, threads=cfg.decode_threads, decoder=cfg.decoder,
@@ -183,7 +224,11 @@ def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector) -> tuple[dict, 
         t["decode"] += t1 - t0
         t["detect"] += t2 - t1
         t["crop"] += t3 - t2
+        seconds[video_id] = t3 - t0
         rows += _frame_rows(video_id, frames.frame_idx, dets)
+        if sheet_dir is not None:
+            write_sheet(frames.images, frames.frame_idx, dets, Path(sheet_dir) / f"{Path(video_id).stem}.jpg")
+    t["per_video"] = seconds
     return t, pd.DataFrame(rows), crops
 
 
@@ -299,32 +344,36 @@ def time_pipeline(videos: pd.DataFrame, cfg: FaceConfig, where: Path) -> float:
 
 
 def _row(name: str, t: dict, frames: pd.DataFrame, n_videos: int, truth) -> dict:
-    total = sum(t.values())
+    steps = {k: v for k, v in t.items() if isinstance(v, float)}  # not the per-video seconds
+    total = sum(steps.values())
     n_frames, n_faces = len(frames), int(frames["n_faces"].sum())
     row = dict(way=name, videos=n_videos, frames=n_frames, faces=n_faces, seconds=total,
                frames_per_s=n_frames / total, faces_per_s=n_faces / total, s_per_video=total / n_videos,
-               **{f"{k}_s": v for k, v in t.items()})
+               **{f"{k}_s": v for k, v in steps.items()})
     return {**row, **detection_rates(frames, truth)}
 
 
 def _variant(cfg: FaceConfig, spec: str) -> FaceConfig:
-    """`cfg` with comma-separated `key=value` overrides applied (a --variant row of the table)."""
+    """`cfg` with comma-separated `key=value` overrides applied (a --variant row of the table); a
+    comma inside brackets belongs to a list value (`thresholds=[0.6,0.7,0.6]`)."""
     data = to_dict(cfg)
-    for override in spec.split(","):
+    for override in re.split(r",(?![^\[]*\])", spec):
         apply_override(data, override)
     return from_dict(FaceConfig, data, where=f"variant {spec}")
 
 
 def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, naive: bool = True,
-                  variants: tuple[str, ...] = (), naive_frames: int | None = None) -> dict:
+                  variants: tuple[str, ...] = (), naive_frames: int | None = None,
+                  sheet_dir: Path | None = None) -> dict:
     """All tables of the benchmark for the first `n_videos` videos of the corpus at `root`."""
     videos = read_corpora([root]).head(n_videos).reset_index(drop=True)
     paths = {v: Path(r) / p for v, r, p in zip(videos["video_id"], videos["root"], videos["path"])}
     truth = _truth(root)
     torch.set_num_threads(DETECT_THREADS)  # one thread, as each pool worker runs
     rows, tables = [], {}
-    fast_t, fast_frames, crops = time_fast(paths, cfg, build_detector(cfg))
+    fast_t, fast_frames, crops = time_fast(paths, cfg, build_detector(cfg), sheet_dir)
     rows.append(_row("fast (this stage)", fast_t, fast_frames, len(paths), truth))
+    tables["per_video"] = per_video(fast_frames, fast_t["per_video"])
     for spec in variants:
         var = _variant(cfg, spec)
         var_t, var_frames, _ = time_fast(paths, var, build_detector(var))
@@ -399,6 +448,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the naive way on each video's first N frames only (its cost is per frame)")
     parser.add_argument("--variant", dest="variants", action="append", default=[], metavar="K=V[,K=V]",
                         help="another fast row with these FaceConfig overrides (repeatable)")
+    parser.add_argument("--sheets", type=Path, default=None, metavar="DIR",
+                        help="write a contact sheet per video (sampled frames, detected boxes) into DIR")
     parser.add_argument("--detectors", nargs="+", default=None, metavar="NAME",
                         help="compare these face detectors instead (features.faces.detect.DETECTORS), e.g. "
                              "--detectors mtcnn dlib_hog dlib_mmod")
@@ -432,7 +483,8 @@ def main(argv=None) -> dict:
         return tables
     root = bench_corpus(args.data[0] if args.data else None, args.small)
     tables = run_benchmark(root, cfg, args.videos, args.formats, naive=not args.no_naive,
-                           variants=tuple(args.variants), naive_frames=args.naive_frames)
+                           variants=tuple(args.variants), naive_frames=args.naive_frames,
+                           sheet_dir=args.sheets)
     _print_tables(tables, f"corpus: {root}  torch threads per process: {DETECT_THREADS}")
     return tables
 

@@ -51,7 +51,7 @@ CROP_SIZE = 128  # px of the embedded corpus's crops here (the demo's 64 px show
 DIFF_GAIN = 4.0  # |blend - real| is small: amplified to be seen
 LABEL_WIDTH = 70  # px of the row names' column
 SMALL_BYTES = 100_000  # the README's copy
-SMALL_COLOURS = 128  # palette of the small copy
+SMALL_COLOURS = 256  # palette of the small copy (dithered)
 SMALL_SHRINK = 0.85  # each try of the small copy is this much narrower than the last
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 ROWS = ("real", "blend", "mask", "|diff|x4")
@@ -117,7 +117,9 @@ def small_png(rgb: np.ndarray, limit: int = SMALL_BYTES) -> bytes:
     img = Image.fromarray(rgb)
     while True:
         data = io.BytesIO()
-        img.quantize(SMALL_COLOURS).save(data, format="PNG", optimize=True)
+        palette = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=SMALL_COLOURS,
+                              dither=Image.Dither.FLOYDSTEINBERG)
+        palette.save(data, format="PNG", optimize=True)
         if data.tell() <= limit:
             return data.getvalue()
         img = img.resize((int(img.width * SMALL_SHRINK), int(img.height * SMALL_SHRINK)), Image.LANCZOS)

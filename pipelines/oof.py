@@ -41,7 +41,15 @@ from base_learners.oof import (
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
-from features.common import ConfigError, atomic_write_parquet, atomic_write_text, config_hash, runtime_field, to_dict
+from features.common import (
+    ConfigError,
+    added_field,
+    atomic_write_parquet,
+    atomic_write_text,
+    config_hash,
+    runtime_field,
+    to_dict,
+)
 from features.contract import TABLES, frames_table, unit_name
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import FoldConfig, check_folds, make_folds
@@ -50,6 +58,15 @@ from features.corpus.options import CorpusOptions
 from features.engines import LOCAL_ENGINE, Engine, check_engine
 from features.faces.config import FaceConfig
 from features.faces.extract import FaceResult, extract_faces
+from features.faces.face_sets import SETTINGS_FILE as FACE_SETTINGS_FILE
+from features.faces.face_sets import (
+    FaceImagesConfig,
+    FaceSetSettings,
+    cropping_config,
+    merge_face_results,
+    resolve_face_set,
+    write_settings,
+)
 from features.faces.images import import_faces
 from features.faces.source import CropSource
 from features.synth import SynthConfig, generate_corpus
@@ -88,6 +105,9 @@ class OOFConfig:
     link_parts: bool = False  # one group per corpus folder (leakage rule 1's extra links)
     on_missing: str = "error"  # error | status: a missing video file stops the run or gets a status
     faces: FaceConfig = field(default_factory=FaceConfig)
+    # how a face set's crops were made (stated or estimated): videos cropped to match them, and a
+    # detector packaged from face images (features.faces.face_sets)
+    face_images: FaceImagesConfig = added_field(FaceImagesConfig())
     folds: FoldConfig = field(default_factory=FoldConfig)
     learners: dict[str, LearnerConfig] = field(default_factory=_default_learners)  # key: name in tables
     select: list[str] = field(default_factory=list)  # run only these learners (empty: all)
@@ -196,11 +216,23 @@ def check_learners(learners: dict[str, LearnerConfig]) -> None:
             raise ConfigError(f"learners.{key}: {err.args[0] if err.args else err}") from None
 
 
-def face_stage(videos: pd.DataFrame, cfg: OOFConfig, workdir: Path, engine: Engine = LOCAL_ENGINE) -> FaceResult:
-    """Faces of every video: detected in video files, or imported where the corpus ships face images."""
-    if (videos["media"] == MEDIA_FACES).all():
-        return import_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress, engine=engine)
-    return extract_faces(videos, cfg.faces, workdir / "faces", progress=cfg.progress, engine=engine)
+def face_stage(videos: pd.DataFrame, cfg: OOFConfig, workdir: Path, engine: Engine = LOCAL_ENGINE,
+               face_set: FaceSetSettings | None = None) -> FaceResult:
+    """Faces of every video: detected in video files, or imported where the corpus ships face images.
+    With a face set's settings, videos are cropped with its margin; a run holding both (cross-dataset)
+    imports one part, extracts the other and merges the two caches into one folder."""
+    fcfg = cropping_config(cfg.faces, face_set)
+    is_image = (videos["media"] == MEDIA_FACES).to_numpy()
+    if is_image.all():
+        return import_faces(videos, fcfg, workdir / "faces", progress=cfg.progress, engine=engine)
+    if not is_image.any():
+        return extract_faces(videos, fcfg, workdir / "faces", progress=cfg.progress, engine=engine)
+    if face_set is None:
+        raise ConfigError("face images and videos in one run: their face settings are unknown (state "
+                          "face_images.margin, or leave face_images.estimate on)")
+    parts = [import_faces(videos[is_image], fcfg, workdir / "faces", progress=cfg.progress, engine=engine),
+             extract_faces(videos[~is_image], fcfg, workdir / "faces", progress=cfg.progress, engine=engine)]
+    return merge_face_results(parts, videos["video_id"].tolist(), workdir / "faces", fcfg.crop_format)
 
 
 def build_engine(cfg: OOFConfig, workdir: Path, tcfgs: dict[str, TrainConfig]) -> Engine:
@@ -299,6 +331,8 @@ def _log_parent(out: Path, summary: pd.DataFrame, timings: dict[str, float]) -> 
     for name in TABLES:
         mlflow.log_artifact(str(out / f"{name}.parquet"), artifact_path="tables")
     mlflow.log_artifact(str(out / "config.yaml"))
+    if (out / FACE_SETTINGS_FILE).is_file():  # a face set's face settings (stack.py packages with them)
+        mlflow.log_artifact(str(out / FACE_SETTINGS_FILE))
     mlflow.log_artifact(str(out / "summary.csv"))
     mlflow.log_artifact(str(out / "throughput.csv"))
     for row in summary.itertuples(index=False):
@@ -344,12 +378,18 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             if cfg.test_data:
                 test = read_videos(cfg.test_data, cfg.test_layout, on_missing=cfg.on_missing,
                                    link_parts=cfg.link_parts, options=cfg.corpus)
-                videos = with_test_corpora(videos, test, link_parts=cfg.link_parts)
+                videos = with_test_corpora(videos, test, link_parts=cfg.link_parts, mixed_media=True)
             folds = make_folds(videos, cfg.folds)
             check_folds(videos, folds)
+            face_set, why = resolve_face_set(videos, cfg.faces, cfg.face_images)
+            if face_set is None and videos["media"].nunique() > 1:
+                raise ConfigError(f"face images and videos in one run need the face set's face settings: {why}")
+            if face_set is not None:
+                mlflow.log_params({f"face_set.{k}": v for k, v in face_set.to_dict().items()})
+                mlflow.set_tag("fakestack.face_set", face_set.describe())
         _log_corpus(videos, roots)
         with _timed(timings, "faces"):
-            faces = face_stage(videos, cfg, workdir, engine)
+            faces = face_stage(videos, cfg, workdir, engine, face_set)
             frames = frames_table(faces.faces, videos, folds)
             check_items(frames, learners)
             crops = CropSource.from_table(frames, faces.crops_dir)  # rows only: read per batch
@@ -372,6 +412,7 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
                       "frame_preds": result.frame_preds, "units": units_table(result.units + refit.units, out),
                       "refit_preds": refit.frame_preds}
             write_outputs(out, tables, cfg, summary, speed)
+            write_settings(face_set, out)
         timings["total"] = time.perf_counter() - t_start
         _log_parent(out, summary, timings)
         run_id = parent.info.run_id

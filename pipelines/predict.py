@@ -11,7 +11,9 @@ without videos, a dangling link get their status and the others are scored; exit
 for mistakes in the command itself (flags, settings, the model, `--out`). Resumable: a rerun with
 the same model and `--out` skips videos already scored whose file is unchanged (same path, size and
 modification time), relabelling them at the current threshold (face extraction is cached too), so
-a large folder can be stopped and continued; videos that could not be read are tried again. `--out`
+a large folder can be stopped and continued; videos that could not be read are tried again. The
+face cache is keyed by each file's path, size and modification time, and `--set
+cache_max_bytes=N` bounds it (least recently used videos removed after each batch). `--out`
 holds the videos of the latest call, and one run at a time may write it (a lock file beside it).
 
 The model loads without unpickling anything, and only after its files match the sha256 recorded
@@ -51,6 +53,7 @@ from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_us
 from pipelines.explain.case import ExplainConfig
 from pipelines.explain.report import report_name
 from pipelines.explain.sources import write_detector_reports
+from pipelines.scoring import face_cache
 from pipelines.scoring.detector import DEFAULT_THRESHOLD, NO_LABEL, Detector, check_device
 from pipelines.scoring.inputs import PRECHECK_STATUSES, collect_paths
 from pipelines.scoring.integrity import recorded_digest, verify
@@ -83,11 +86,18 @@ class PredictConfig:
     workers: int = runtime_field(1)  # face-stage processes (0: one per core); results do not depend on it
     device: str | None = None  # None: as trained (CPU where that device is absent)
     cache_dir: str | None = runtime_field(None)  # face cache; None: WORK_DIR/predict/faces
+    # bound on the face cache's bytes (None: unbounded): the least recently used videos are removed
+    # after each batch (pipelines.scoring.face_cache); it changes no result, only what is re-extracted
+    cache_max_bytes: int | None = runtime_field(None)
     batch_videos: int = 8  # videos per step: the output is written (and resumable) after each
     tracking_uri: str | None = runtime_field(None)  # None: MLFLOW_TRACKING_URI or the local sqlite store
     progress: bool = runtime_field(True)
     explain_dir: str | None = None  # --explain DIR: one HTML report per video there (None: none)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+
+    def __post_init__(self) -> None:
+        if self.cache_max_bytes is not None and self.cache_max_bytes < 0:
+            raise ConfigError(f"cache_max_bytes {self.cache_max_bytes} is negative (None: unbounded)")
 
 
 @dataclass
@@ -98,6 +108,7 @@ class PredictResult:
     timings: dict[str, float]
     n_skipped: int
     reports: list[Path] = field(default_factory=list)  # the HTML reports written by this call
+    face_settings: str = ""  # the face settings the detector crops videos with (Detector.describe_faces)
 
 
 def latest_detector_uri() -> str:
@@ -139,6 +150,7 @@ def load_detector(uri: str, device: str | None, expected: str | None = None) -> 
     if detector is None:
         raise ConfigError(f"{uri}: not a fakestack detector model (no detector was loaded)")
     detector.device = device or detector.device
+    log.info("%s: videos are cropped with %s", uri, detector.spec.describe_faces())
     return detector, str(loaded.metadata.model_uuid)
 
 
@@ -268,11 +280,14 @@ def _run(rows: pd.DataFrame, uri: str, out: Path, cfg: PredictConfig) -> Predict
                 timings["explain_s"] = timings.get("explain_s", 0.0) + time.perf_counter() - t1
             scored.append(part)
             _write(pd.concat(scored, ignore_index=True), out)
+            if cfg.cache_max_bytes is not None and detector.last_batch is not None:
+                face_cache.touch(detector.last_batch.faces.crops_dir, detector.last_batch.videos["video_id"])
+                face_cache.prune(cache, cfg.cache_max_bytes)
             bar.update(len(chunk))
     table = pd.concat(scored, ignore_index=True) if scored else pd.DataFrame()
     table = rows[["path"]].merge(table, on="path", how="left")[table.columns]  # input order, each input once
     _write(table, out)
-    return PredictResult(table, out, uri, timings, int(skip.sum()), reports)
+    return PredictResult(table, out, uri, timings, int(skip.sum()), reports, detector.spec.describe_faces())
 
 
 def check_threshold(value: float) -> float:
@@ -298,7 +313,8 @@ def report(res: PredictResult) -> str:
              f"{res.n_skipped} already scored by this model in {res.out} (skipped)" if res.n_skipped else "",
              "seconds: " + ", ".join(f"{k[:-2]} {v:.2f}" for k, v in res.timings.items())
              + f" ({sum(v for k, v in res.timings.items() if k != 'load_s') / n:.2f} s per scored video)",
-             f"model: {res.model_uri}", f"written: {res.out} and {res.out.with_suffix('.parquet')}",
+             f"model: {res.model_uri}", f"face settings: {res.face_settings}" if res.face_settings else "",
+             f"written: {res.out} and {res.out.with_suffix('.parquet')}",
              f"explanations: {len(res.reports)} HTML reports in {res.reports[0].parent}" if res.reports else ""]
     return "\n".join(line for line in lines if line)
 

@@ -40,6 +40,7 @@ from features.contract import OPTIONAL_TABLES, TABLES
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.readers import read_labels_file, read_test_labels
 from meta.capacity import inner_cv_shortfall
+from meta.learners import no_face_mask
 from meta.metrics import score
 from meta.nested import MIN_FOLDS, NestedResult, can_nest, nested_selection
 from meta.nested import comparison_row as nested_comparison_row
@@ -201,12 +202,10 @@ def package_detector(best: SpecResult, vf: pd.DataFrame, tables: dict, cfg: Stac
     try:
         if oof_dir is None:
             raise package.PackagingError("the oof run has no output folder tag")
-        if "media" in tables["videos"] and (tables["videos"]["media"] == MEDIA_FACES).any():
-            raise package.PackagingError("trained on pre-extracted face images: a detector would crop new videos "
-                                         "with face settings that never made its training crops")
+        face_images = "media" in tables["videos"] and (tables["videos"]["media"] == MEDIA_FACES).any()
         spec, unit_dirs = package.spec_from_oof(
             oof_dir, tables["units"], list(ensemble.meta_.learners_), to_dict(cfg.aggregate),
-            model.input_columns(ensemble, vf), info, cfg.test_time)
+            model.input_columns(ensemble, vf), info, cfg.test_time, face_images=bool(face_images))
     except package.PackagingError as err:
         return None, None, f"no detector packaged: {err}"
     logged = package.log_detector(spec, ensemble, unit_dirs, cfg.registry_name)
@@ -324,7 +323,8 @@ def run(cfg: StackConfig, progress: bool = True) -> StackResult:
         y_test = split_labels(tables["videos"], X_test["video_id"].astype(str), cfg.test_labels)
         specs = make_specs(cfg.sweep, _learners(vf))
         shortfall = inner_cv_shortfall(specs, cfg.sweep, X["label"].to_numpy(dtype=int), X["fold"].to_numpy(dtype=int),
-                                       X["group"].to_numpy(), cfg.inner_k, cfg.seed, cfg.nested)
+                                       X["group"].to_numpy(), cfg.inner_k, cfg.seed, cfg.nested,
+                                       ~no_face_mask(X, learners_in(X)))
         if shortfall:  # before the sweep: one line naming the setting, not sklearn's traceback minutes in
             raise StackInputError(shortfall)
         tags = runs.common_tags(oof_run_id, source, git_commit())

@@ -8,8 +8,9 @@ overrides here only shrink a profile: CPU, AMP off, tiny inputs and crops, few f
 no pretrained timm weights (CI is offline), in-process face and unit work, fewer folds and
 originals, fewer plots and reports. The decoder, face settings, variants, views and sweep stay the
 profile's own; only the temporal and real runs leave out the leave-one-learner-out subsets (the
-same code as the full run's, where they stay: they were two thirds of those runs' time). One MLflow
-store serves the module (creating one takes seconds); every run is read back by its id.
+same code as the full run's, where they stay: they were two thirds of those runs' time). Two folds
+leave out nested selection (tests/test_stack.py runs it). One MLflow store serves the module
+(creating one takes seconds); every run is read back by its id.
 """
 
 from __future__ import annotations
@@ -72,9 +73,10 @@ def _check_stack(res, profile: str, learners: tuple[str, ...], detector: bool = 
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, uri):
-    """The full profile on 12 originals (2 folds: at 5 folds, 3 and nested selection the five
-    full-size families train 10-15 s a fold on 2 cores; inner_k stays the profile's 5, which 12
-    originals in 2 folds can feed). Counts PyAV opens: the profile's pyav_ref decoder must decode."""
+    """The full profile on 12 originals in 2 folds: each fold costs the three full-size timm
+    families 10-15 s on 2 shared cores even at 32 px (a training step is ~1 s: their 20M weights), so
+    the fewest folds; the stack's inner_k stays the profile's 5, which 6 originals an outer
+    training part can feed. Counts PyAV opens: the profile's pyav_ref decoder must really decode."""
     tmp = tmp_path_factory.mktemp("full")
     opened = []
     mp = pytest.MonkeyPatch()
@@ -140,8 +142,9 @@ def test_temporal_profile_runs_end_to_end_on_cpu(tmp_path, uri):
     with its `frames` subset (2 folds of 8 originals: inner_k 3 has 4 groups an outer part)."""
     learners = build_config(oof.OOFConfig, "oof", "temporal").learners
     overs = [f"train_overrides.{n}.epochs=1" for n in learners]
-    run, res = _run("temporal", tmp_path, uri, ["synth.n_originals=8", *TINY_SYNTH, "synth.n_frames=12",
-                                                "folds.k=2", *TINY_TRAIN, *overs], NO_LOO)
+    sets = ["synth.n_originals=8", *TINY_SYNTH, "synth.n_frames=8", "faces.n_frames=2", "faces.workers=1", "folds.k=2",
+            *TINY_TRAIN, *overs]  # 2 clips of the profile's 4 frames a video
+    run, res = _run("temporal", tmp_path, uri, sets, NO_LOO)
     assert {u.unit.learner for u in run.units} == set(learners)
     _check_stack(res, "temporal", tuple(learners))
     assert any(r.spec.subset == "frames" for r in res.results)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,6 +13,7 @@ import torch
 from unit_data import CROPS_KEY, LEARNERS, TRAIN, make_crops, make_tables, write_cache
 
 import base_learners.sbi as sbi
+import mlflow
 from base_learners.oof import _NoHooks, merge_train_config, plan_units, run_oof, train_unit
 from base_learners.registry import build_learner
 from base_learners.sbi import BlendedCrops, FaceRegions, SBIConfig, assumed_box, blend_mask, region_mask, self_blend
@@ -71,10 +71,10 @@ def test_target_is_a_train_override_and_round_trips():
     assert config_hash(cfg) != config_hash(dataclasses.replace(cfg, sbi=SBIConfig()))
 
 
-@pytest.mark.parametrize("override", [{"target": "pseudo"}, {"sbi": {}}, {"target": "self_blended", "balance": "sampler"},
-                                      {"target": "self_blended", "sbi": {"blend_ratio": 1.0}},
-                                      {"target": "self_blended", "sbi": {"frequency": ["warp"]}},
-                                      {"target": "self_blended", "batch_size": 1}])
+@pytest.mark.parametrize("override", [
+    {"target": "pseudo"}, {"sbi": {}}, {"target": "self_blended", "balance": "sampler"},
+    {"target": "self_blended", "sbi": {"blend_ratio": 1.0}}, {"target": "self_blended", "sbi": {"frequency": ["warp"]}},
+    {"target": "self_blended", "batch_size": 1}])
 def test_bad_settings_fail_on_load(override):
     with pytest.raises(ConfigError):
         merge_train_config(TrainConfig(), override, "t")

@@ -344,7 +344,7 @@ TEMPORAL_OOF = ("faces.n_frames=2", "faces.clip_len=3", "faces.workers=1", "sele
                 "learners.seq={name: sequence, input_size: 32, sequence: {encoder: meso4, hidden: 8}}")
 
 
-def test_temporal_learners_run_through_oof_stack_and_the_packaged_detector(tmp_path):
+def test_temporal_learners_run_through_oof_stack_and_the_packaged_detector(tmp_path, monkeypatch):
     """oof.py trains the pair and track learners on clips, stack.py stacks their video features
     (a named `frames` subset beside them) and packages them, and the detector scores new videos
     with them exactly as submission.csv did."""
@@ -367,6 +367,7 @@ def test_temporal_learners_run_through_oof_stack_and_the_packaged_detector(tmp_p
     assert subsets == {"all": ("delta", "meso4", "seq"), "pair": ("delta", "meso4")}  # solo: one learner, skipped
     assert {"seq__mean", "delta__mean", "meso4__mean"} <= set(res.video_features.columns)
     mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv("FAKESTACK_ALLOWED_ROOTS", str(corpus))  # path requests are refused without it
     model = mlflow.pyfunc.load_model(res.detector_uri)
     meta = json.loads((corpus / "metadata.json").read_text())
     paths = [str(corpus / name) for name in res.submission["filename"] if name in meta]

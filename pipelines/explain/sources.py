@@ -44,7 +44,7 @@ def _video_faces(faces, video_id: str) -> tuple[pd.DataFrame, np.ndarray | None]
 def detector_cases(detector, verdicts: pd.DataFrame, threshold: float) -> list[VideoCase]:
     """One case per row of the detector's last `score` call (`verdicts` is what it returned)."""
     batch = detector.last_batch
-    ids = dict(zip(batch.videos["video_id"].str.split(":", n=1).str[0].astype(int), batch.videos["video_id"]))
+    ids = dict(enumerate(batch.row_video_ids))  # input row -> its video id (None: never decoded)
     n_frames = int(detector.spec.faces.get("n_frames", 0))
     models = {name: detector.models(name) for name in detector.spec.learners}
     cases = []

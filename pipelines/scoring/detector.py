@@ -14,6 +14,8 @@ No MLflow here: `pipelines.scoring.package` wraps this as a pyfunc model.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle  # only for its exception class: checkpoints load with weights_only=True
 import tempfile
 import time
@@ -33,6 +35,7 @@ from features.common import ConfigError, from_dict, to_dict
 from features.contract import FACE_KEY, FRAME_PREDS_COLUMNS, UNIT_FILES, frames_table, unit_name
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces
+from features.faces.face_sets import ESTIMATED, STATED, settings_from_dict
 from features.faces.source import CropSource
 
 DEFAULT_THRESHOLD = 0.5  # P(FAKE) above this is labelled FAKE (as meta.metrics' accuracy counts)
@@ -44,6 +47,7 @@ CPU = "cpu"
 ZERO_WITHOUT_FRAMES = ("n_frames", "n_faces", "n_sampled")  # video columns of a video never decoded
 # what torch.load(weights_only=True) and load_state_dict raise on a damaged checkpoint
 CHECKPOINT_ERRORS = (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError)
+FILE_KEY_CHARS = 16  # hex characters of a scored file's cache key (file_video_id)
 NO_LABEL = ""  # the label of a row that could not be judged (its p_fake is the training prior)
 OUTPUT_COLUMNS = ["filename", "path", "p_fake", "label", "status", "message", "n_faces", "n_frames"]
 
@@ -65,6 +69,20 @@ class DetectorSpec:
     columns: list[str]  # the ensemble's input columns
     test_time: str = TEST_TIMES[0]
     info: dict = field(default_factory=dict)  # provenance: oof run, stack run, configuration, scores
+    # the face settings the detector assumes and how they are known: made by the training face stage
+    # ("face stage"), or a face set's "stated" / "estimated" margin (features.faces.face_sets); `faces`
+    # already holds that margin, so every video is cropped as the training crops were
+    face_settings: dict = field(default_factory=dict)
+
+    def describe_faces(self) -> str:
+        """One line: the face settings this detector crops videos with, and where they come from."""
+        fs, faces = self.face_settings, self.faces
+        crop = f"{faces.get('crop_size')} px crops, {faces.get('n_frames')} frames"
+        if not fs:
+            return f"margin {faces.get('margin')}, {crop} (as the training face stage made them)"
+        if fs.get("how") in (STATED, ESTIMATED):
+            return f"{settings_from_dict({k: v for k, v in fs.items() if k != 'learner_crop_size'}).describe()}; {crop}"
+        return f"margin {fs.get('margin')}, {crop} (as the training face stage made them)"
 
     def face_config(self, workers: int = 1, device: str | None = None) -> FaceConfig:
         """The training FaceConfig; `workers` is a runtime field (not a bit of the crops changes),
@@ -128,14 +146,29 @@ def _empty_frame_preds() -> pd.DataFrame:
 @dataclass
 class ScoredBatch:
     """What the last `Detector.score` call computed on the way, for explanations
-    (pipelines.explain): the judged videos (row i of the input is video_id `{i:06d}:{path}`), their
-    faces (crops stay readable when score was given a cache_dir), the frame predictions and the
+    (pipelines.explain): the judged videos (one per distinct file, video_id from `file_video_id`),
+    which video each input row is (`row_video_ids`, None for a row never decoded), their faces
+    (crops stay readable when score was given a cache_dir), the frame predictions and the
     ensemble's input, one row per input row."""
 
     videos: pd.DataFrame
     faces: object  # features.faces.extract.FaceResult
     frame_preds: pd.DataFrame
     features: pd.DataFrame
+    row_video_ids: list = field(default_factory=list)
+
+
+def file_video_id(path: str) -> str:
+    """The face cache's name for a file to score: a hash of its resolved path, size and modification
+    time, then the path. Why: keyed by the file, not by its position in a batch, the same videos in
+    another order or another batch reuse their cached faces, and a file replaced at the same path
+    (another size or time) is extracted again. A file that cannot be stat'ed keys by its path."""
+    try:
+        st = os.stat(path)
+        stamp = f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}"
+    except (OSError, ValueError):
+        stamp = str(path)
+    return f"{hashlib.sha256(stamp.encode('utf-8', 'surrogateescape')).hexdigest()[:FILE_KEY_CHARS]}:{path}"
 
 
 class Detector:
@@ -178,10 +211,12 @@ class Detector:
         (None: a temporary one)."""
         rows = rows.reset_index(drop=True)
         todo = rows.index[rows["status"].isna()]
-        videos = pd.DataFrame({"video_id": [f"{i:06d}:{rows.at[i, 'path']}" for i in todo], "root": "",
-                               "path": rows.loc[todo, "path"].astype(str).to_numpy(),
-                               "label": pd.array([pd.NA] * len(todo), dtype="Int8"),
-                               "group": np.arange(len(todo)), "split": "test"})
+        row_ids = [file_video_id(str(rows.at[i, "path"])) for i in todo]
+        unique = list(dict.fromkeys(row_ids))  # one extraction per file, however often it is named
+        paths = dict(zip(row_ids, rows.loc[todo, "path"].astype(str)))
+        videos = pd.DataFrame({"video_id": unique, "root": "", "path": [paths[v] for v in unique],
+                               "label": pd.array([pd.NA] * len(unique), dtype="Int8"),
+                               "group": np.arange(len(unique)), "split": "test"})
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="fakestack-faces-") as tmp:
             faces = extract_faces(videos, self.spec.face_config(workers, self._device(self.spec.faces.get("device"))),
@@ -191,9 +226,12 @@ class Detector:
         t2 = time.perf_counter()
         vf = aggregate(frame_preds, faces.status, videos, _no_folds(videos),
                        from_dict(AggregateConfig, self.spec.aggregate, where="detector aggregate"), faces=faces.faces)
+        vf = vf.set_index("video_id").loc[row_ids].reset_index()  # one row per judged input row
         features = self._features(len(rows), todo, vf)
         out = self._verdicts(rows, todo, vf, features, threshold)
-        self.last_batch = ScoredBatch(videos, faces, frame_preds, features)
+        by_row = dict(zip(todo, row_ids))
+        self.last_batch = ScoredBatch(videos, faces, frame_preds, features,
+                                      [by_row.get(i) for i in range(len(rows))])
         self.timings = {"faces_s": t1 - t0, "level0_s": t2 - t1, "level1_s": time.perf_counter() - t2}
         return out
 

@@ -40,6 +40,9 @@ from mlflow.types import ColSpec, Schema
 import mlflow
 from features.common import ConfigError
 from features.contract import REFIT_FOLD, UNIT_FILES, unit_name
+from features.faces.config import FaceConfig
+from features.faces.face_sets import FROM_VIDEOS, settings_from_dict
+from features.faces.face_sets import SETTINGS_FILE as FACE_SETTINGS_FILE
 from pipelines.scoring.detector import (
     DEFAULT_THRESHOLD,
     TEST_TIMES,
@@ -309,18 +312,40 @@ class PackagingError(RuntimeError):
     """The oof run lacks what the detector needs (its units table, checkpoints or config)."""
 
 
+def face_settings_of(oof_dir: Path, faces: dict, face_images: bool) -> tuple[dict, dict]:
+    """(face stage settings, what the detector records of them) of an oof run.
+
+    Why: a detector crops every video it scores with these settings, so they must be the ones that
+    made its training crops. A run on videos made them itself. A run that holds face images knows
+    them only when they were stated or estimated (features.faces.face_sets, written beside its
+    tables); its videos were cropped with that margin, and so will the detector's be. Without them
+    no detector is packaged: it would crop with settings that never made its training crops."""
+    path = Path(oof_dir) / FACE_SETTINGS_FILE
+    settings = settings_from_dict(json.loads(path.read_text())) if path.is_file() else None
+    if settings is None and face_images:
+        raise PackagingError("trained on pre-extracted face images whose face settings are unknown: state them "
+                             "(oof.py --set face_images.margin=M [--set face_images.crop_size=PX]) or let oof.py "
+                             "estimate them (face_images.estimate: true), then rerun oof.py")
+    if settings is None:
+        return faces, {"how": FROM_VIDEOS, "margin": float(faces.get("margin", FaceConfig.margin)),
+                       "crop_size": int(faces.get("crop_size", FaceConfig.crop_size))}
+    return {**faces, "margin": settings.margin}, {**settings.to_dict(), "learner_crop_size": faces.get("crop_size")}
+
+
 def spec_from_oof(oof_dir: Path, units: pd.DataFrame | None, learners: list[str], aggregate: dict,
-                  columns: list[str], info: dict, test_time: str) -> tuple[DetectorSpec, dict]:
+                  columns: list[str], info: dict, test_time: str, face_images: bool = False
+                  ) -> tuple[DetectorSpec, dict]:
     """The DetectorSpec of an oof run's fold models (or refit models) for `learners`, and their
     unit folders.
 
-    The face settings come from the oof run's resolved config.yaml; each learner's config and train
-    config from its units' own metrics.json (exactly what trained them)."""
+    The face settings come from the oof run's resolved config.yaml, with a face set's margin when
+    the run holds face images (face_settings_of); each learner's config and train config from its
+    units' own metrics.json (exactly what trained them)."""
     config_path = Path(oof_dir) / "config.yaml"
     if units is None or not config_path.is_file():
         raise PackagingError(f"{oof_dir}: no units table or config.yaml (an oof run from before the "
                              "packaged detector); rerun pipelines/oof.py to package one")
-    faces = yaml.safe_load(config_path.read_text())["faces"]
+    faces, assumed = face_settings_of(oof_dir, yaml.safe_load(config_path.read_text())["faces"], face_images)
     specs, unit_dirs = {}, {}
     if test_time not in TEST_TIMES:
         raise PackagingError(f"test_time {test_time!r} is not one of {TEST_TIMES}")
@@ -341,7 +366,7 @@ def spec_from_oof(oof_dir: Path, units: pd.DataFrame | None, learners: list[str]
         specs[learner] = LearnerSpec(_no_weights_at_load(metrics[0]["learner_config"]), metrics[0]["train_config"],
                                      [int(f) for f in rows["fold"]])
     spec = DetectorSpec(faces=faces, aggregate=aggregate, learners=specs, columns=list(columns),
-                        test_time=test_time, info=info)
+                        test_time=test_time, info=info, face_settings=assumed)
     return spec, unit_dirs
 
 
