@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from features.common import from_dict, to_dict
-from features.corpus.readers import read_corpora
+from features.corpus.layouts import read_videos
 from features.faces.cache import CROP_STORES, write_result
 from features.faces.config import DETECT_THREADS, FaceConfig
 from features.faces.decode import read_frames
@@ -168,7 +168,6 @@ def where_time_goes(paths: dict[str, Path], cfg: FaceConfig, detector, where: Pa
 
 SHEET_COLUMNS = 8  # thumbnails per row of a contact sheet
 SHEET_THUMB_WIDTH = 240  # px
-SHEET_JPEG_QUALITY = 80
 BOX_RGB, MISS_RGB = (0, 255, 0), (255, 0, 0)  # a detected face's box; the frame of a frame without one
 
 
@@ -191,8 +190,7 @@ def write_sheet(images: list[np.ndarray], frame_idx: list[int], dets, path: Path
     thumbs += [np.zeros_like(thumbs[0])] * (-len(thumbs) % SHEET_COLUMNS)
     rows = [np.concatenate(thumbs[i:i + SHEET_COLUMNS], axis=1) for i in range(0, len(thumbs), SHEET_COLUMNS)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_JPEG_QUALITY, SHEET_JPEG_QUALITY])
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
     return path
 
 
@@ -227,7 +225,7 @@ def time_fast(paths: dict[str, Path], cfg: FaceConfig, detector,
         seconds[video_id] = t3 - t0
         rows += _frame_rows(video_id, frames.frame_idx, dets)
         if sheet_dir is not None:
-            write_sheet(frames.images, frames.frame_idx, dets, Path(sheet_dir) / f"{Path(video_id).stem}.jpg")
+            write_sheet(frames.images, frames.frame_idx, dets, Path(sheet_dir) / f"{Path(video_id).stem}.png")
     t["per_video"] = seconds
     return t, pd.DataFrame(rows), crops
 
@@ -362,11 +360,19 @@ def _variant(cfg: FaceConfig, spec: str) -> FaceConfig:
     return from_dict(FaceConfig, data, where=f"variant {spec}")
 
 
+def bench_videos(root: Path, n_videos: int) -> pd.DataFrame:
+    """`n_videos` of the corpus at `root` (any layout), evenly spread over its videos sorted by id, so
+    a corpus listed originals first (FF++) gives originals and fakes alike."""
+    videos = read_videos([root]).sort_values("video_id", kind="stable").reset_index(drop=True)
+    picks = np.unique(np.linspace(0, len(videos) - 1, min(n_videos, len(videos))).round().astype(int))
+    return videos.iloc[picks].reset_index(drop=True)
+
+
 def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, naive: bool = True,
                   variants: tuple[str, ...] = (), naive_frames: int | None = None,
                   sheet_dir: Path | None = None) -> dict:
     """All tables of the benchmark for the first `n_videos` videos of the corpus at `root`."""
-    videos = read_corpora([root]).head(n_videos).reset_index(drop=True)
+    videos = bench_videos(root, n_videos)
     paths = {v: Path(r) / p for v, r, p in zip(videos["video_id"], videos["root"], videos["path"])}
     truth = _truth(root)
     torch.set_num_threads(DETECT_THREADS)  # one thread, as each pool worker runs
@@ -407,7 +413,7 @@ def run_benchmark(root: Path, cfg: FaceConfig, n_videos: int, formats: bool, nai
 def compare_detectors(root: Path, cfg: FaceConfig, n_videos: int, detectors: tuple[str, ...]) -> dict:
     """The detectors side by side on the first `n_videos` videos of the corpus at `root` (the same
     sampled frames for each): speed and rates per detector, agreement per pair (module docstring)."""
-    videos = read_corpora([root]).head(n_videos).reset_index(drop=True)
+    videos = bench_videos(root, n_videos)
     paths = {v: Path(r) / p for v, r, p in zip(videos["video_id"], videos["root"], videos["path"])}
     truth = _truth(root)
     torch.set_num_threads(DETECT_THREADS)  # one thread, as each pool worker runs

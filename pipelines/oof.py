@@ -8,6 +8,11 @@ finished parent run (tag fakestack.stage=oof).
     python pipelines/oof.py                                  # demo profile, embedded corpus
     python pipelines/oof.py --data /data/dfdc/part_0 /data/dfdc/part_1 --profile full
     python pipelines/oof.py --set folds.k=5 --set train.epochs=2 --set select=[meso4]
+    python pipelines/oof.py --profile real --data FACE_SET --test-data VIDEO_CORPUS   # cross-dataset
+
+A face set (pre-extracted crops) mixes with videos, and packages a detector, when the face settings
+that made its crops are known: stated (`--set face_images.margin=M`) or estimated from the images
+(features.faces.face_sets); its videos are then cropped with that margin.
 """
 
 from __future__ import annotations

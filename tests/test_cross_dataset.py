@@ -1,5 +1,7 @@
 """Cross-dataset evaluation: train on one corpus, score every video of another as test videos;
-the stack reports test figures per test corpus and per method, in its summary, CSV and MLflow."""
+the stack reports test figures per test corpus and per method, in its summary, CSV and MLflow. A
+face set on one side and videos on the other mix when the face set's face settings are known
+(stated or estimated): the videos are cropped with its margin."""
 
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 from face_set_data import write_face_set
+from mlflow.tracking import MlflowClient
 from tiny_runs import tiny_oof, tiny_stack
 
 import mlflow
-from features.corpus.layouts import read_videos, with_test_corpora
 from features.common import ConfigError
+from features.corpus.layouts import read_videos, with_test_corpora
 from features.corpus.readers import CorpusError
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces

@@ -111,6 +111,7 @@ def test_a_face_set_detector_crops_videos_with_the_face_sets_margin(known_set, t
                                    first.set_index("path")["p_fake"])
 
 
+@pytest.mark.slow
 def test_without_face_settings_no_detector_is_packaged(known_set, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run = tiny_oof([known_set[0]], tmp_path / "work", uri, ("face_images.estimate=false", "train.epochs=1"))

@@ -17,6 +17,7 @@ SINGLE_FRAME_CLIPS = 1  # clip_len of the single-frame sampling every cache befo
 # key), and that would make a cache filled with workers=1 differ from one filled by a pool. Parallelism
 # comes from processes (workers=0: one per core, see features.faces.pool) instead.
 DETECT_THREADS = 1
+MIN_MARGIN = -0.5  # crop side = box side * (1 + 2 * margin): a negative margin cuts inside the box (tight face sets)
 DEFAULT_DETECTOR = "mtcnn"  # features.faces.detect.DETECTORS; left out of the cache key (older caches stay valid)
 NO_LANDMARKS = 0  # `landmarks` off: no predictor runs and the cache key is the one from before landmarks
 LANDMARK_POINTS = (NO_LANDMARKS, 5, 68)  # dlib's two shape predictors (features.faces.dlib_models)
@@ -60,7 +61,7 @@ class FaceConfig:
             "n_frames >= 1": self.n_frames >= 1, "0 < detect_scale": self.detect_scale > 0,
             "min_face_size >= 1": self.min_face_size >= 1, "3 thresholds": len(self.thresholds) == 3,
             "0 < factor < 1": 0 < self.factor < 1, "0 <= det_prob <= 1": 0 <= self.det_prob <= 1,
-            "max_faces >= 1": self.max_faces >= 1, "margin >= 0": self.margin >= 0,
+            "max_faces >= 1": self.max_faces >= 1, f"margin > {MIN_MARGIN}": self.margin > MIN_MARGIN,
             "crop_size >= 1": self.crop_size >= 1, "batch_size >= 1": self.batch_size >= 1,
             "workers >= 0": self.workers >= 0, "detect_every >= 1": self.detect_every >= 1,
             f"landmarks in {LANDMARK_POINTS}": self.landmarks in LANDMARK_POINTS,
