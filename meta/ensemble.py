@@ -6,7 +6,7 @@ fit(X, y, groups) on an outer training part:
   2. the calibrator is fitted on those inner OOF predictions;
   3. clip bounds (clip="cv") are chosen on the calibrated (and prior-shifted) inner OOF;
   4. the meta-learner is refitted on the whole training part.
-So nothing in calibration or clipping ever looks at the rows the outer CV scores (DESIGN.md 3).
+So nothing in calibration or clipping ever looks at the rows the outer CV scores (docs/design.md, rule 3).
 Steps 1 and 4 do not depend on the calibration, so `with_calibration` derives a sibling ensemble
 with another calibrator by redoing only steps 2-3 on the shared inner OOF (a calibration sweep
 then costs one meta-learner fit, not one per calibrator); fit runs the same `_fit_calibration`.
