@@ -46,15 +46,7 @@ from base_learners.inputs import FRAME, ITEMS_VERSION, CropSequences, input_kind
 from base_learners.registry import LearnerConfig, build_learner, learner_key
 from base_learners.sbi import SELF_BLENDED, face_regions
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
-from features.common import (
-    ConfigError,
-    atomic_write_json,
-    atomic_write_parquet,
-    atomic_write_with,
-    config_hash,
-    from_dict,
-    to_dict,
-)
+from features.common import ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict, to_dict
 from features.contract import FACE_KEY, FRAME_PREDS_COLUMNS, REFIT_FOLD, UNIT_FILES, unit_name, with_clip_idx
 from features.engines import LOCAL_ENGINE, Engine, Resources
 from features.faces.pool import n_workers

@@ -42,13 +42,7 @@ from features.aggregate import SEP
 from meta.evaluate import outer_cv
 from meta.learners import build_meta
 from meta.metrics import log_loss, score
-from meta.resampling import (
-    DEFAULT_REPLICATES,
-    bootstrap_log_losses,
-    interval,
-    mean_off_diagonal,
-    within_class_error_correlation,
-)
+from meta.resampling import DEFAULT_REPLICATES, bootstrap_log_losses, interval, mean_off_diagonal, within_class_error_correlation
 from meta.selection import BASELINE_METAS, FINAL_STAGE
 from pipelines import oof, stack
 from pipelines.config import WORK_DIR, add_config_args, build_config

@@ -33,28 +33,11 @@ import yaml
 
 import mlflow
 from base_learners.inputs import FRAME, PAIR, PAIR_FRAMES, PAIR_TRACK, input_kind, item_members
-from base_learners.oof import (
-    OOFResult,
-    Unit,
-    UnitResult,
-    merge_train_config,
-    prior_log_loss,
-    run_oof,
-    score_preds,
-    units_table,
-)
+from base_learners.oof import OOFResult, Unit, UnitResult, merge_train_config, prior_log_loss, run_oof, score_preds, units_table
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
-from features.common import (
-    ConfigError,
-    added_field,
-    atomic_write_parquet,
-    atomic_write_text,
-    config_hash,
-    runtime_field,
-    to_dict,
-)
+from features.common import ConfigError, added_field, atomic_write_parquet, atomic_write_text, config_hash, runtime_field, to_dict
 from features.contract import TABLES, frames_table, unit_name
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import FoldConfig, check_folds, make_folds
@@ -64,14 +47,7 @@ from features.engines import LOCAL_ENGINE, Engine, check_engine
 from features.faces.config import FaceConfig
 from features.faces.extract import FaceResult, extract_faces
 from features.faces.face_sets import SETTINGS_FILE as FACE_SETTINGS_FILE
-from features.faces.face_sets import (
-    FaceImagesConfig,
-    FaceSetSettings,
-    cropping_config,
-    merge_face_results,
-    resolve_face_set,
-    write_settings,
-)
+from features.faces.face_sets import FaceImagesConfig, FaceSetSettings, cropping_config, merge_face_results, resolve_face_set, write_settings
 from features.faces.images import import_faces
 from features.faces.source import CropSource
 from features.synth import SynthConfig, generate_corpus

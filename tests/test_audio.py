@@ -13,14 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from base_learners.audio import (
-    WINDOW_PREDS_COLUMNS,
-    AudioCNN,
-    AudioTrainConfig,
-    fit_audio_cnn,
-    predict_audio_logits,
-    train_predict_fold,
-)
+from base_learners.audio import WINDOW_PREDS_COLUMNS, AudioCNN, AudioTrainConfig, fit_audio_cnn, predict_audio_logits, train_predict_fold
 from features import audio as A
 from features.aggregate import AggregateConfig, learner_stats
 from features.synth import sound as S

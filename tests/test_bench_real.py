@@ -7,14 +7,7 @@ import pandas as pd
 import pytest
 
 from meta.metrics import log_loss
-from meta.resampling import (
-    bootstrap_log_losses,
-    group_weights,
-    interval,
-    mean_off_diagonal,
-    row_log_losses,
-    within_class_error_correlation,
-)
+from meta.resampling import bootstrap_log_losses, group_weights, interval, mean_off_diagonal, row_log_losses, within_class_error_correlation
 
 
 def toy(n_groups: int = 300, per_group: int = 4, seed: int = 0):

@@ -5,14 +5,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pytest
 
-from features.common import (
-    ConfigError,
-    Registry,
-    atomic_write_parquet,
-    config_hash,
-    from_dict,
-    to_dict,
-)
+from features.common import ConfigError, Registry, atomic_write_parquet, config_hash, from_dict, to_dict
 from pipelines.config import apply_override, build_config, load_profile, profiles
 
 

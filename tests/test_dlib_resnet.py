@@ -10,16 +10,7 @@ import torch
 
 dlib = pytest.importorskip("dlib")
 
-from base_learners.dlib_resnet import (  # noqa: E402
-    CHIP_SIZE,
-    EMBED_DIM,
-    FEATURE_DIM,
-    PIXEL_MEAN,
-    _Reader,
-    load_dlib_resnet,
-    parse_dlib_net,
-    to_input,
-)
+from base_learners.dlib_resnet import CHIP_SIZE, EMBED_DIM, FEATURE_DIM, PIXEL_MEAN, _Reader, load_dlib_resnet, parse_dlib_net, to_input  # noqa: E402
 from features.faces.dlib_models import LANDMARKS_5_FILE, RESNET_FILE, model_file  # noqa: E402
 
 MAX_ABS_DIFF = 1e-4  # the brief's bound; observed ~4e-7 (float32 summation order)

@@ -20,14 +20,7 @@ from features.corpus.layouts import read_videos
 from features.faces import cache
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces
-from features.faces.face_sets import (
-    ESTIMATED,
-    SETTINGS_FILE,
-    STATED,
-    FaceImagesConfig,
-    estimate_face_settings,
-    resolve_face_set,
-)
+from features.faces.face_sets import ESTIMATED, SETTINGS_FILE, STATED, FaceImagesConfig, estimate_face_settings, resolve_face_set
 from pipelines import predict
 from pipelines.scoring import face_cache
 from pipelines.scoring.detector import file_video_id

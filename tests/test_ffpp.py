@@ -8,17 +8,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from features.corpus.ffpp import (
-    ACTORS,
-    DFD_METHOD,
-    MANIPULATED_DIR,
-    ORIGINALS_DIR,
-    SPLIT_DIR_NAME,
-    VIDEOS_DIR,
-    YOUTUBE,
-    is_ffpp,
-    read_ffpp,
-)
+from features.corpus.ffpp import ACTORS, DFD_METHOD, MANIPULATED_DIR, ORIGINALS_DIR, SPLIT_DIR_NAME, VIDEOS_DIR, YOUTUBE, is_ffpp, read_ffpp
 from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.options import CorpusOptions
 from features.corpus.readers import CorpusError

@@ -20,14 +20,7 @@ from pipelines import predict
 from pipelines.scoring import package
 from pipelines.scoring.detector import check_device
 from pipelines.scoring.ensemble_io import EnsembleFormatError, read_ensemble, write_ensemble
-from pipelines.scoring.inputs import (
-    ALLOWED_ROOTS_ENV,
-    INPUT_COLUMNS,
-    UPLOAD_PREFIX,
-    check_served_path,
-    collect_paths,
-    request_rows,
-)
+from pipelines.scoring.inputs import ALLOWED_ROOTS_ENV, INPUT_COLUMNS, UPLOAD_PREFIX, check_served_path, collect_paths, request_rows
 
 MP4_HEAD = b"\x00\x00\x00\x18ftypmp42"
 

@@ -25,15 +25,7 @@ from features.contract import FACE_KEY, frames_table  # noqa: E402
 from features.faces import cache  # noqa: E402
 from features.faces import dlib_models as dm  # noqa: E402
 from features.faces.config import FaceConfig  # noqa: E402
-from features.faces.detect import (  # noqa: E402
-    DLIB_DET_PROB,
-    DlibDetector,
-    crop_face,
-    crop_landmarks,
-    detect_faces,
-    dlib_upsample,
-    to_crop_pixels,
-)
+from features.faces.detect import DLIB_DET_PROB, DlibDetector, crop_face, crop_landmarks, detect_faces, dlib_upsample, to_crop_pixels  # noqa: E402
 from features.faces.extract import cache_fields, extract_faces  # noqa: E402
 from features.faces.images import import_faces  # noqa: E402
 from features.faces.source import CropSource  # noqa: E402

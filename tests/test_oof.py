@@ -15,14 +15,7 @@ import pandas as pd
 import pytest
 from unit_data import CROPS_KEY, LEARNERS, TRAIN, kill_during_second_unit, make_crops, make_tables
 
-from base_learners.oof import (
-    OOFIntegrityError,
-    check_oof,
-    merge_train_config,
-    plan_units,
-    run_oof,
-    unit_seed,
-)
+from base_learners.oof import OOFIntegrityError, check_oof, merge_train_config, plan_units, run_oof, unit_seed
 from base_learners.registry import load_unit_model
 from base_learners.train import predict_logits
 from features.contract import FACE_KEY, frames_table

@@ -9,17 +9,7 @@ import torch
 
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
-from base_learners.views import (
-    CHROMA_GAIN,
-    GAUSS_TRUNCATE,
-    HIGHPASS_GAIN,
-    HIGHPASS_MID,
-    SRM_GAIN,
-    VIEWS,
-    YCBCR,
-    build_view,
-    gaussian_kernel,
-)
+from base_learners.views import CHROMA_GAIN, GAUSS_TRUNCATE, HIGHPASS_GAIN, HIGHPASS_MID, SRM_GAIN, VIEWS, YCBCR, build_view, gaussian_kernel
 
 SIZE = 32
 

@@ -25,13 +25,7 @@ from features.common import config_hash, result_dict
 from features.contract import with_clip_idx
 from features.engines import LOCAL_ENGINE, Engine, Resources
 from features.faces import cache
-from features.faces.config import (
-    DEFAULT_DETECTOR,
-    DETECT_THREADS,
-    NO_LANDMARKS,
-    SINGLE_FRAME_CLIPS,
-    FaceConfig,
-)
+from features.faces.config import DEFAULT_DETECTOR, DETECT_THREADS, NO_LANDMARKS, SINGLE_FRAME_CLIPS, FaceConfig
 from features.faces.decode import DECODERS, DecodeError, read_frames
 from features.faces.detect import DETECTORS, build_detector, crop_face, crop_landmarks, detect_faces
 from features.faces.pool import n_workers

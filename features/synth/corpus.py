@@ -25,15 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from features.common import (
-    atomic_write_json,
-    atomic_write_parquet,
-    atomic_write_text,
-    atomic_write_with,
-    config_hash,
-    result_dict,
-    to_dict,
-)
+from features.common import atomic_write_json, atomic_write_parquet, atomic_write_text, atomic_write_with, config_hash, result_dict, to_dict
 from features.synth.config import SynthConfig
 from features.synth.fake import sample_fake, swap_frames
 from features.synth.identity import Identity, sample_identity

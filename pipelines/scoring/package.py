@@ -55,13 +55,7 @@ from pipelines.scoring.detector import (
     spec_to_dict,
 )
 from pipelines.scoring.ensemble_io import EnsembleFormatError, read_ensemble, write_ensemble
-from pipelines.scoring.inputs import (
-    ALLOWED_ROOTS_ENV,
-    INPUT_COLUMNS,
-    UPLOAD_PREFIX,
-    allowed_roots_from_env,
-    request_rows,
-)
+from pipelines.scoring.inputs import ALLOWED_ROOTS_ENV, INPUT_COLUMNS, UPLOAD_PREFIX, allowed_roots_from_env, request_rows
 from pipelines.scoring.integrity import CODE_FILE, DIGEST_TAG, model_digest, recorded_digest, verify
 from pipelines.stacking.model import requirements
 
