@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import breakdown
 from features.aggregate import SEP
 from meta.evaluate import outer_cv
 from meta.learners import build_meta
@@ -222,6 +223,56 @@ def correlation_by_width(y: np.ndarray, probs: pd.DataFrame, widths: np.ndarray,
     return pd.DataFrame(rows)
 
 
+def test_predictions(result: stack.StackResult, best: str) -> dict[str, np.ndarray]:
+    """Test-split P(FAKE) of each learner alone, the plain average and the best stack (refit on
+    every labelled video), named as in `predictions`."""
+    out: dict[str, np.ndarray] = {}
+    for r in result.results:
+        p = r.test_stages.get(FINAL_STAGE)
+        if p is None:
+            continue
+        if r.spec.meta == "single":
+            out[r.spec.learners[0]] = p
+        elif r.spec.meta == "average" and r.spec.subset == "all":
+            out[AVERAGE] = p
+        elif best == f"best stack: {r.spec.name}":
+            out[best] = p
+    return out
+
+
+def print_breakdowns(X: pd.DataFrame, X_test: pd.DataFrame, preds: dict[str, np.ndarray], best: str,
+                     args, result: stack.StackResult) -> dict[str, pd.DataFrame]:
+    """Per-method figures of the outer CV, the named subsets' best stacks against the best stack,
+    each self-blended learner against its twin, and all of it again on a labelled test split."""
+    videos, _ = oof_tables(args, result)
+    sub_cv, sub_test = breakdown.subset_stacks(result.results)
+    tables = {}
+    for split, rows, split_preds in (("outer CV", X, {**preds, **sub_cv}),
+                                     ("test", X_test, {**test_predictions(result, best), **sub_test})):
+        y = rows["label"].to_numpy(dtype=float) if len(rows) else np.array([])
+        if not len(y) or not np.isfinite(y).all() or len(np.unique(y)) < 2 or not split_preds:
+            continue
+        methods = None
+        if videos is not None and breakdown.METHOD_COLUMN in videos:
+            methods = videos.set_index("video_id")[breakdown.METHOD_COLUMN].reindex(rows["video_id"].astype(str))
+            methods = methods.reset_index(drop=True)
+        masks = breakdown.method_masks(y.astype(int), methods)
+        groups = rows["group"].astype(str).to_numpy()
+        if len(masks) > 1 or split == "test":
+            rated = breakdown.rated(y, groups, split_preds, masks, args.replicates, args.seed)
+            print(f"\n{split}: per manipulation method (each method's fakes with every real)"
+                  if len(masks) > 1 else f"\n{split}: the test split")
+            print(breakdown.format_rated(rated))
+            tables[f"{split} rated"] = rated
+        pairs = breakdown.default_pairs(list(split_preds), best)
+        if pairs:
+            table = breakdown.paired(y, groups, split_preds, pairs, args.replicates, args.seed)
+            print(f"\n{split}: paired comparisons")
+            print(breakdown.format_paired(table))
+            tables[f"{split} paired"] = table
+    return tables
+
+
 def oof_tables(args, result: stack.StackResult) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """The oof run's videos and faces tables (None, None when its folder is unknown)."""
     folder = stack.oof_output_dir(replace(stack.StackConfig(), oof_dir=args.oof_dir), result.oof_run_id)
@@ -303,7 +354,7 @@ def main(argv=None) -> pd.DataFrame:
     parser.set_defaults(profile=REAL_PROFILE)
     args = parser.parse_args(argv)
     result, times = run_stages(args)
-    X, _ = stack.split_features(result.video_features)
+    X, X_test = stack.split_features(result.video_features)
     y, groups, folds = X["label"].to_numpy(int), X["group"].to_numpy(), X["fold"].to_numpy()
     preds, learners, best = predictions(result)
     table = figures(y, groups, folds, preds, learners, best, args.replicates, args.seed)
@@ -319,6 +370,7 @@ def main(argv=None) -> pd.DataFrame:
         print(f"\nnested selection picked per outer fold: {result.nested.picks}")
     if args.out:
         table.to_csv(args.out, index=False)
+    print_breakdowns(X, X_test, preds, best, args, result)
     if args.why:
         print_why(X, preds, learners, args, result)
     print("\n" + "  ".join(f"{k} {v:.0f} s" for k, v in times.items()))

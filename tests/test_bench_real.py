@@ -210,3 +210,44 @@ def test_face_widths_and_correlation_by_width():
     assert "face boxes" in source and np.allclose(boxes, widths)
     none, _ = face_widths(unknown, None, vf["video_id"])
     assert none is None
+
+
+def test_bootstrap_aucs_equal_weighted_auc_of_each_replicate():
+    from sklearn.metrics import roc_auc_score
+
+    from meta.resampling import bootstrap_aucs
+    y, groups, z, _ = toy(n_groups=40)
+    p = np.round(1 / (1 + np.exp(-z)), 1)  # ties count half
+    boot = bootstrap_aucs(y, {"p": p}, groups, n_replicates=30, seed=5, chunk=7)
+    codes, w = group_weights(groups, n_replicates=30, seed=5)
+    want = [roc_auc_score(y, p, sample_weight=w[i][codes]) for i in range(30)]
+    np.testing.assert_allclose(boot["p"].to_numpy(), want, atol=1e-12)
+
+
+def test_breakdown_per_method_pairs_and_subset_stacks():
+    from types import SimpleNamespace
+
+    from benchmarks import breakdown
+    y, groups, z, rng = toy(n_groups=60)
+    methods = pd.Series(np.where(y == 1, np.where(np.arange(len(y)) % 2, "A", "B"), None))
+    masks = breakdown.method_masks(y, methods)
+    assert list(masks) == ["all", "A", "B"]
+    assert (masks["A"] == ((y == 0) | (methods == "A").to_numpy())).all()  # every real, only A's fakes
+    good = 1 / (1 + np.exp(-z))
+    noisy = 1 / (1 + np.exp(-(z + rng.normal(0, 3, len(z)))))
+    table = breakdown.rated(y, groups, {"good": good, "noisy": noisy}, masks, n_replicates=200)
+    assert len(table) == 6 and (table["ll_lo"] <= table["log_loss"]).all() and (table["log_loss"] <= table["ll_hi"]).all()
+    row = table.set_index(["rows", "config"]).loc[("A", "good")]
+    assert row["n"] == masks["A"].sum() and row["n_fake"] == ((methods == "A").sum())
+    # subset stacks: the best stacked configuration per named subset, not leave-one-out or baselines
+    def spec_result(meta, subset, ll, p):
+        return SimpleNamespace(spec=SimpleNamespace(meta=meta, subset=subset), metrics={"cv_log_loss": ll},
+                               cv_stages={"clipped": p}, test_stages={"clipped": p[:3]})
+    results = [spec_result("logreg", "sup", 0.5, noisy), spec_result("lgbm", "sup", 0.4, good),
+               spec_result("logreg", "-x", 0.1, good), spec_result("average", "sup", 0.1, good)]
+    cv, test = breakdown.subset_stacks(results)
+    assert list(cv) == ["best stack [sup]"] and cv["best stack [sup]"] is good and len(test["best stack [sup]"]) == 3
+    pairs = breakdown.default_pairs(["best stack: x", "best stack [sup]", "meso_sbi", "meso", "spec_sbi"], "best stack: x")
+    assert pairs == [("best stack: x", "best stack [sup]"), ("meso_sbi", "meso")]
+    cmp = breakdown.paired(y, groups, {"good": good, "noisy": noisy}, [("good", "noisy")], n_replicates=200)
+    assert cmp.loc[0, "ratio_hi"] < 1.0 and cmp.loc[0, "diff_lo"] > 0  # the clean scores beat the noisy ones
