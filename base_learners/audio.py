@@ -40,7 +40,7 @@ CONV_KERNEL = 3
 POOL = 2  # each block halves the mel and time axes
 
 
-@dataclass
+@dataclass(frozen=True)
 class AudioTrainConfig:
     """How the audio CNN is built and trained."""
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from features.common import atomic_write_json, atomic_write_with, config_hash, result_dict
 from features.faces.cache import video_name
@@ -69,7 +70,7 @@ TABLE_COLUMNS = {"video_id": "string", "status": "string", "message": "string", 
 WINDOW_INDEX_COLUMNS = ["video_id", "window_idx", "frame_idx"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class AudioConfig:
     """How soundtracks are decoded, windowed and turned into log-mel images; its hash keys the cache."""
 
@@ -279,7 +280,7 @@ def _frames_by_video(frames: pd.DataFrame | None) -> dict:
 
 
 def audio_table(videos: pd.DataFrame, cfg: AudioConfig, cache_dir: Path | str, frames: pd.DataFrame | None = None,
-                n_frames: int = DEFAULT_N_FRAMES) -> AudioResult:
+                n_frames: int = DEFAULT_N_FRAMES, progress: bool = False) -> AudioResult:
     """Decode (or read from the cache) every video of `videos` (video_id, root, path) and count its
     windows: at the frames of `frames` (video_id, frame_idx: the face stage's frames) where given,
     else at `n_frames` frames planned from the header as the face stage would."""
@@ -288,7 +289,7 @@ def audio_table(videos: pd.DataFrame, cfg: AudioConfig, cache_dir: Path | str, f
     if not (audio_dir / CONFIG_FILE).exists():
         atomic_write_json(result_dict(cfg), audio_dir / CONFIG_FILE)
     by_video, rows, kept = _frames_by_video(frames), [], {}
-    for row in videos.itertuples(index=False):
+    for row in tqdm(list(videos.itertuples(index=False)), desc="audio", unit="video", disable=not progress):
         marker = ensure_audio(row.video_id, Path(str(row.root)) / str(row.path), cfg, audio_dir)
         n_windows = 0
         if marker["status"] == "ok":

@@ -14,6 +14,11 @@ frames and frame_preds tables for the videos it scores. Every table is keyed by 
 | frame_preds  | face x learner             | FACE_KEY + learner (FRAME_PREDS_COLUMNS) |
 | units        | learner x fold unit        | learner, fold                            |
 | refit_preds  | test face x learner        | FACE_KEY + learner                       |
+| audio_status | video (RUN_TABLES: audio)  | video_id, status, message, n_windows     |
+
+With `audio.enabled` (profile `audio`), frame_preds also holds the soundtrack learner's rows
+(base_learners.audio_oof): one per audio window, keyed by the sampled frame it is centred on,
+face_idx 0; a video whose audio_status is not `ok` has none, so its audio features are NaN.
 
 Face landmarks (faces.landmarks 5|68) sit beside the crops: features.faces.cache.landmarks_for_rows.
 
@@ -29,6 +34,9 @@ TABLES = ("videos", "folds", "faces", "face_status", "frame_preds", "units", "re
 # optional: aggregation works without detections (det_prob_mean is then NaN), without units no
 # detector is packaged, and refit_preds only scores the test split with refit level-0 models
 OPTIONAL_TABLES = ("faces", "units", "refit_preds")
+# written (and logged beside TABLES) only by runs that make them; stack.py does not read them: the
+# audio learner's evidence reaches it through frame_preds
+RUN_TABLES = ("audio_status",)
 FACE_KEY = ["video_id", "frame_idx", "face_idx"]
 FRAME_PREDS_COLUMNS = ["video_id", "frame_idx", "face_idx", "learner", "fold", "logit", "prob"]
 UNIT_FILES = ("model.pt", "preds.parquet", "metrics.json")  # written in this order; the last marks done

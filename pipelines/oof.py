@@ -32,13 +32,15 @@ import torch
 import yaml
 
 import mlflow
+from base_learners.audio_oof import STATUS_TABLE as AUDIO_STATUS
+from base_learners.audio_oof import AudioStageConfig, run_audio_stage, with_audio_preds
 from base_learners.inputs import FRAME, PAIR, PAIR_FRAMES, PAIR_TRACK, input_kind, item_members
 from base_learners.oof import OOFResult, Unit, UnitResult, merge_train_config, prior_log_loss, run_oof, score_preds, units_table
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
 from base_learners.train import TrainConfig, resolve_device
 from features.common import ConfigError, added_field, atomic_write_parquet, atomic_write_text, config_hash, runtime_field, to_dict
-from features.contract import TABLES, frames_table, unit_name
+from features.contract import RUN_TABLES, TABLES, frames_table, unit_name
 from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.layouts import AUTO, read_videos, with_test_corpora
@@ -97,6 +99,7 @@ class OOFConfig:
     unit_workers: int = runtime_field(1)  # processes training learner x fold units (0: one per core; CPU only)
     engine: str = runtime_field("local")  # features.engines: local (a process pool here) | ray (tasks on a Ray cluster)
     ray_address: str | None = runtime_field(None)  # engine=ray: the cluster to join (None: RAY_ADDRESS, else a local Ray)
+    audio: AudioStageConfig = added_field(AudioStageConfig())  # soundtracks as a level-0 learner (profile audio)
     refit: bool = False  # also one model per learner on every labelled video (a test-time choice; README)
     workdir: str | None = runtime_field(None)  # corpus, face cache, units, outputs; None: WORK_DIR (./.fakestack)
     tracking_uri: str | None = runtime_field(None)  # None: MLFLOW_TRACKING_URI or the local sqlite store
@@ -309,8 +312,9 @@ def write_outputs(out: Path, tables: dict[str, pd.DataFrame], cfg: OOFConfig, su
 
 
 def _log_parent(out: Path, summary: pd.DataFrame, timings: dict[str, float]) -> None:
-    for name in TABLES:
-        mlflow.log_artifact(str(out / f"{name}.parquet"), artifact_path="tables")
+    for name in TABLES + RUN_TABLES:
+        if name in TABLES or (out / f"{name}.parquet").is_file():  # RUN_TABLES: only where the run made them
+            mlflow.log_artifact(str(out / f"{name}.parquet"), artifact_path="tables")
     mlflow.log_artifact(str(out / "config.yaml"))
     if (out / FACE_SETTINGS_FILE).is_file():  # a face set's face settings (stack.py packages with them)
         mlflow.log_artifact(str(out / FACE_SETTINGS_FILE))
@@ -383,6 +387,11 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
                 refit = run_oof(frames, crops, learners, tcfgs, workdir / "oof" / "units", faces.crops_dir.name,
                                 unit_scope=_mlflow_unit_scope, progress=cfg.progress, workers=cfg.unit_workers,
                                 refit=True, engine=engine)
+        audio = None
+        if cfg.audio.enabled:  # base_learners.audio_oof: the same folds, its rows appended to frame_preds
+            with _timed(timings, "audio"):
+                audio = run_audio_stage(videos, folds, cfg.audio, workdir, cfg.faces.n_frames, cfg.progress)
+                result = dataclasses.replace(result, frame_preds=with_audio_preds(result.frame_preds, audio.preds))
         for name in learners:
             timings[f"learner_{name}"] = sum(r.seconds for r in result.units + refit.units
                                              if r.unit.learner == name)
@@ -391,7 +400,7 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             speed = throughput_table(result.units, device_names(tcfgs))
             tables = {"videos": videos, "folds": folds, "faces": faces.faces, "face_status": faces.status,
                       "frame_preds": result.frame_preds, "units": units_table(result.units + refit.units, out),
-                      "refit_preds": refit.frame_preds}
+                      "refit_preds": refit.frame_preds, **({AUDIO_STATUS: audio.status} if audio else {})}
             write_outputs(out, tables, cfg, summary, speed)
             write_settings(face_set, out)
         timings["total"] = time.perf_counter() - t_start

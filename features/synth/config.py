@@ -10,7 +10,36 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from features.common import runtime_field
+from features.common import added_field, runtime_field
+
+FAKE_KINDS = ("face_swap", "voice_swap", "voice_resynth", "lip_sync")  # what a fake changed, for metadata
+FACE_SWAP = FAKE_KINDS[0]
+
+
+@dataclass(frozen=True)
+class SoundConfig:
+    """Soundtracks of the embedded corpus (features.synth.sound). Off by default, and then left out
+    of every hash: the demo corpus (silent, written by OpenCV) stays byte for byte what it was.
+
+    On, each group speaks in its identity's voice, whose envelope drives the talking head's mouth,
+    and each fake is one of FAKE_KINDS, drawn by `kind_weights`: a face swap keeps the original's
+    soundtrack; the others keep the original's pixels (its video packets copied) and change the
+    sound: the same words in the donor's voice, the original's voice through a vocoder-like chain,
+    or the same voice saying other words at other times (a lip-sync fake: the lips no longer follow
+    the sound). A `silent_share` of groups has no soundtrack at all, originals and fakes alike (all
+    face swaps), so silence says nothing about the label."""
+
+    enabled: bool = False
+    kind_weights: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)  # one per FAKE_KINDS
+    silent_share: float = 0.1  # groups without sound
+    codec: str = "aac"  # features.synth.sound.AUDIO_CODECS
+
+    def __post_init__(self) -> None:
+        if len(self.kind_weights) != len(FAKE_KINDS) or min(self.kind_weights) < 0 or sum(self.kind_weights) <= 0:
+            raise ValueError(f"sound.kind_weights: one weight >= 0 per kind {FAKE_KINDS}, not all 0; "
+                             f"got {self.kind_weights}")
+        if not 0.0 <= self.silent_share <= 1.0:
+            raise ValueError(f"sound.silent_share must lie in [0, 1], got {self.silent_share}")
 
 
 @dataclass(frozen=True)
@@ -45,6 +74,7 @@ class SynthConfig:
     colour_max: float = 1.0
     resolution_max: float = 1.0
     flicker_max: float = 1.0
+    sound: SoundConfig = added_field(SoundConfig())  # soundtracks and audio fakes (profile `audio`)
     workers: int = runtime_field(1)  # processes; does not change the output
 
     def __post_init__(self) -> None:

@@ -26,17 +26,19 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.common import atomic_write_json, atomic_write_parquet, atomic_write_text, atomic_write_with, config_hash, result_dict, to_dict
-from features.synth.config import SynthConfig
+from features.synth.config import FACE_SWAP, SynthConfig
 from features.synth.fake import sample_fake, swap_frames
 from features.synth.identity import Identity, sample_identity
 from features.synth.scene import Scene, camera, make_scene, render_scene
+from features.synth.soundtrack import NO_KIND, add_soundtrack, draw_kind, group_sound, sound_row
 
 GENERATOR_VERSION = 3  # bump when rendering changes, so cached corpora are rebuilt
 NAME_LETTERS = 10
 CONFIG_FILE = "synth_config.json"
 PARTS_DIR = ".synth_parts"
 IN_FRAME_MIN_VISIBLE = 0.8  # a face counts as in the frame when this share of its box is visible
-OUTPUTS = ("metadata.json", "test_labels.csv", "ground_truth.parquet", "fake_params.parquet")
+SOUND_TABLE = "soundtracks.parquet"  # with sound on: video_id, fake_kind ("" for originals), has_audio
+OUTPUTS = ("metadata.json", "test_labels.csv", "ground_truth.parquet", "fake_params.parquet", SOUND_TABLE)
 
 
 @dataclass(frozen=True)
@@ -110,24 +112,36 @@ def ground_truth(scene: Scene, video_id: str, swapped: bool) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def render_group(job: GroupJob, cfg: SynthConfig, root: Path) -> tuple[pd.DataFrame, list[dict]]:
-    """Render and write one original and its fakes; return ground truth and fake parameters."""
+def render_group(job: GroupJob, cfg: SynthConfig, root: Path) -> tuple[pd.DataFrame, list[dict], list[dict]]:
+    """Render and write one original and its fakes; return ground truth, fake parameters and (with
+    sound on) one soundtracks row per video."""
     rng = np.random.default_rng(job.seed)
     portrait = rng.random() < cfg.portrait_share
     sizes = cfg.portrait_sizes if portrait else cfg.landscape_sizes
     w, h = (int(x) for x in sizes[int(rng.integers(len(sizes)))])
     fps = int(cfg.fps_choices[int(rng.integers(len(cfg.fps_choices)))])
     scene = make_scene(rng, cfg, job.ident, (w, h), fps)
+    gs = group_sound(job.seed, job.ident, scene, cfg.sound) if cfg.sound.enabled else None
     frames = render_scene(scene)
     write_video(root / job.original, camera(scene, frames), fps)
     truth = [ground_truth(scene, job.original, False)]
-    params = []
+    params, sounds = [], []
+    if gs is not None:
+        sounds.append(sound_row(job.original, NO_KIND, add_soundtrack(root / job.original, root / job.original,
+                                                                       gs, NO_KIND, None)))
     for name, donor in zip(job.fakes, job.donors):
         spec = sample_fake(rng, donor, cfg)
-        write_video(root / name, camera(scene, swap_frames(scene, frames, spec)), fps)
-        truth.append(ground_truth(scene, name, True))
-        params.append({"video_id": name, "original": job.original, "split": job.split, **spec.strengths()})
-    return pd.concat(truth, ignore_index=True), params
+        kind = draw_kind(gs) if gs is not None else FACE_SWAP
+        if kind == FACE_SWAP:
+            write_video(root / name, camera(scene, swap_frames(scene, frames, spec)), fps)
+        truth.append(ground_truth(scene, name, kind == FACE_SWAP))
+        strengths = spec.strengths() if kind == FACE_SWAP else dict.fromkeys(spec.strengths(), 0.0)
+        params.append({"video_id": name, "original": job.original, "split": job.split, **strengths})
+        if gs is not None:  # other kinds keep the original's pixels: its video packets, another sound
+            src = root / (name if kind == FACE_SWAP else job.original)
+            params[-1]["fake_kind"] = kind
+            sounds.append(sound_row(name, kind, add_soundtrack(src, root / name, gs, kind, donor)))
+    return pd.concat(truth, ignore_index=True), params, sounds
 
 
 def _part_paths(root: Path, key: str, index: int) -> tuple[Path, Path]:
@@ -135,10 +149,16 @@ def _part_paths(root: Path, key: str, index: int) -> tuple[Path, Path]:
     return stem.with_suffix(".gt.parquet"), stem.with_suffix(".fakes.json")
 
 
+def _sound_part(root: Path, key: str, index: int) -> Path:
+    return (root / PARTS_DIR / f"{key}-{index:05d}").with_suffix(".sound.json")
+
+
 def _run_group(job: GroupJob, cfg: SynthConfig, root: Path, key: str) -> int:
-    truth, params = render_group(job, cfg, root)
+    truth, params, sounds = render_group(job, cfg, root)
     gt_path, fakes_path = _part_paths(root, key, job.index)
     atomic_write_json(params, fakes_path)
+    if cfg.sound.enabled:
+        atomic_write_json(sounds, _sound_part(root, key, job.index))
     atomic_write_parquet(truth, gt_path)  # written last: marks the group finished
     return 1 + len(job.fakes)
 
@@ -147,6 +167,13 @@ def corpus_key(cfg: SynthConfig) -> str:
     """Hash of everything that changes the corpus (not `workers`)."""
     settings = result_dict(cfg)
     return config_hash({"version": GENERATOR_VERSION, **settings})
+
+
+def _config_record(cfg: SynthConfig) -> dict:
+    """The config as synth_config.json records it: added fields only when set (a silent corpus's
+    record is what it was before sound existed)."""
+    record = to_dict(cfg)
+    return {k: v for k, v in record.items() if k != "sound" or cfg.sound.enabled}
 
 
 def _check_root(root: Path, key: str, overwrite: bool) -> bool:
@@ -172,15 +199,22 @@ def _check_root(root: Path, key: str, overwrite: bool) -> bool:
     return False
 
 
-def _assemble(root: Path, jobs: list[GroupJob], key: str) -> None:
-    """Merge the part files and write the tables, then metadata.json last."""
-    truth, params = [], []
+def _assemble(root: Path, jobs: list[GroupJob], key: str, sound: bool = False) -> None:
+    """Merge the part files and write the tables, then metadata.json last. With sound, train
+    entries of metadata.json carry `fake_kind` (the stages never read it; test entries stay bare,
+    as their labels do) and soundtracks.parquet lists every video's kind and whether it has sound."""
+    truth, params, sounds = [], [], []
     for job in jobs:
         gt_path, fakes_path = _part_paths(root, key, job.index)
         truth.append(pd.read_parquet(gt_path))
         params.extend(json.loads(fakes_path.read_text()))
+        if sound:
+            sounds.extend(json.loads(_sound_part(root, key, job.index).read_text()))
     atomic_write_parquet(pd.concat(truth, ignore_index=True), root / "ground_truth.parquet")
     atomic_write_parquet(pd.DataFrame(params), root / "fake_params.parquet")
+    kinds = {r["video_id"]: r["fake_kind"] for r in sounds}
+    if sound:
+        atomic_write_parquet(pd.DataFrame(sounds), root / SOUND_TABLE)
     meta, labels = {}, []
     for job in jobs:
         for name, fake in [(job.original, False)] + [(f, True) for f in job.fakes]:
@@ -190,6 +224,8 @@ def _assemble(root: Path, jobs: list[GroupJob], key: str) -> None:
             else:
                 meta[name] = {"label": "FAKE" if fake else "REAL", "split": "train",
                               "original": job.original if fake else None}
+                if fake and name in kinds:
+                    meta[name]["fake_kind"] = kinds[name]
     csv = "filename,label\n" + "".join(f"{n},{y}\n" for n, y in sorted(labels))
     atomic_write_text(csv, root / "test_labels.csv")
     atomic_write_json(meta, root / "metadata.json")
@@ -206,7 +242,7 @@ def generate_corpus(root: Path | str, cfg: SynthConfig | None = None, progress: 
         return root
     jobs = plan(cfg)
     videos = [n for j in jobs for n in (j.original, *j.fakes)]
-    atomic_write_json({"hash": key, "version": GENERATOR_VERSION, "config": to_dict(cfg), "videos": videos},
+    atomic_write_json({"hash": key, "version": GENERATOR_VERSION, "config": _config_record(cfg), "videos": videos},
                       root / CONFIG_FILE)
     todo = [j for j in jobs if not _part_paths(root, key, j.index)[0].exists()]
     bar = tqdm(total=len(videos), initial=len(videos) - sum(1 + len(j.fakes) for j in todo),
@@ -220,5 +256,5 @@ def generate_corpus(root: Path | str, cfg: SynthConfig | None = None, progress: 
         for job in todo:
             bar.update(_run_group(job, cfg, root, key))
     bar.close()
-    _assemble(root, jobs, key)
+    _assemble(root, jobs, key, cfg.sound.enabled)
     return root

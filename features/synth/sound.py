@@ -29,10 +29,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import torch
-from scipy.signal import lfilter
+from scipy.signal import istft, lfilter, stft
 
 from features.common import atomic_write_with, config_hash
+from features.synth.config import FAKE_KINDS  # noqa: F401 - re-exported: what a fake changed
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,6 @@ MAG_FLOOR = 1e-8
 AUDIO_CHUNK = 1024  # samples per encoded frame (AAC's frame size)
 PCM_SCALE = 32767
 AUDIO_CODECS = {"aac": "fltp", "pcm_s16le": "s16"}  # codec -> the sample format its encoder takes
-FAKE_KINDS = ("face_swap", "voice_swap", "voice_resynth", "lip_sync")  # what a fake changed, for metadata
 
 
 @dataclass(frozen=True)
@@ -222,17 +221,18 @@ def voice_swap(plan: SpeechPlan, donor: Voice, rng: np.random.Generator, sample_
 def resynthesise(audio: np.ndarray, sample_rate: int, rng: np.random.Generator, cutoff_hz: float | None = None,
                  step_db: float | None = None) -> np.ndarray:
     """Vocoder-like traces: band-limited at `cutoff_hz` and log magnitude quantised in `step_db`
-    steps (each drawn from its named range when None); the phase is kept, so timing and pitch stay."""
+    steps (each drawn from its named range when None); the phase is kept, so timing and pitch stay.
+    scipy's STFT, not torch's: corpus workers are forked, and torch's thread pool does not survive a
+    fork (a forked generator worker hung in torch.stft)."""
     cutoff = rng.uniform(*VOCODER_CUTOFF_HZ) if cutoff_hz is None else cutoff_hz
     step = rng.uniform(*VOCODER_STEP_DB) if step_db is None else step_db
-    x = torch.from_numpy(np.asarray(audio, np.float32))
-    window = torch.hann_window(VOCODER_FFT)
-    spec = torch.stft(x, VOCODER_FFT, VOCODER_HOP, window=window, return_complex=True)
-    freqs = torch.linspace(0, sample_rate / 2, spec.shape[0])
-    db = DB * torch.log10(spec.abs().clamp_min(MAG_FLOOR))
-    mag = 10 ** (torch.round(db / step) * step / DB) * (freqs <= cutoff)[:, None]
-    out = torch.istft(torch.polar(mag, spec.angle()), VOCODER_FFT, VOCODER_HOP, window=window, length=len(x))
-    return out.numpy().astype(np.float32)
+    x = np.asarray(audio, np.float64)
+    freqs, _, spec = stft(x, sample_rate, window="hann", nperseg=VOCODER_FFT, noverlap=VOCODER_FFT - VOCODER_HOP)
+    db = DB * np.log10(np.maximum(np.abs(spec), MAG_FLOOR))
+    mag = 10 ** (np.round(db / step) * step / DB) * (freqs <= cutoff)[:, None]
+    _, out = istft(mag * np.exp(1j * np.angle(spec)), sample_rate, window="hann", nperseg=VOCODER_FFT,
+                   noverlap=VOCODER_FFT - VOCODER_HOP)
+    return fit_length(out.astype(np.float32), len(x))
 
 
 def fit_length(audio: np.ndarray, n: int) -> np.ndarray:
