@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -98,6 +99,14 @@ class AudioCNN(nn.Module):
 def build_audio_cnn(n_mels: int, cfg: AudioTrainConfig) -> AudioCNN:
     torch.manual_seed(cfg.seed)  # initial weights are part of the result
     return AudioCNN(n_mels, tuple(cfg.channels), cfg.drop_rate)
+
+
+def load_audio_cnn(path: Path | str, n_mels: int, cfg: AudioTrainConfig) -> AudioCNN:
+    """A fold model back from its state dict (`model.pt`, as audio_oof saves it), in eval mode.
+    Loaded with weights_only=True: a checkpoint is data, never code to unpickle."""
+    model = AudioCNN(n_mels, tuple(cfg.channels), cfg.drop_rate)
+    model.load_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
+    return model.eval()
 
 
 def _lr_at(step: int, total: int, cfg: AudioTrainConfig) -> float:

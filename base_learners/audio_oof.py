@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,10 +41,10 @@ import torch
 from scipy.special import expit
 from tqdm.auto import tqdm
 
-from base_learners.audio import LEARNER, AudioTrainConfig, predict_audio_logits, train_predict_fold, window_preds
+from base_learners.audio import LEARNER, AudioCNN, AudioTrainConfig, predict_audio_logits, train_predict_fold, window_preds
 from features.audio import AudioConfig, audio_table, collect_windows, log_mel
 from features.common import atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash
-from features.contract import FRAME_PREDS_COLUMNS, unit_name
+from features.contract import FRAME_PREDS_COLUMNS, UNITS_COLUMNS, unit_name
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class AudioStageConfig:
 class AudioStageResult:
     status: pd.DataFrame  # audio_status: one row per video
     preds: pd.DataFrame  # FRAME_PREDS_COLUMNS rows of the audio learner (OOF and test)
-    units: list[dict] = field(default_factory=list)  # each fold unit's metrics.json
+    units: list[dict] = field(default_factory=list)  # each fold unit's metrics.json, with its folder (`dir`)
 
 
 def unit_seed(seed: int, learner: str, fold: int) -> int:
@@ -110,7 +111,7 @@ def run_fold(mel: torch.Tensor, table: pd.DataFrame, fold: int, cfg: AudioStageC
     folder = units_dir / f"{cfg.learner}-{unit_name(fold)}-{key}"
     if (folder / MARKER_FILE).exists():
         preds, info = _load_unit(folder)
-        return preds, {**info, "cached": True}
+        return preds, {**info, "cached": True, "dir": str(folder)}
     t0 = time.perf_counter()
     train = (table["fold"].notna() & (table["fold"] != fold)).fillna(False).to_numpy(dtype=bool)
     held = (table["fold"] == fold).fillna(False).to_numpy(dtype=bool)
@@ -121,10 +122,9 @@ def run_fold(mel: torch.Tensor, table: pd.DataFrame, fold: int, cfg: AudioStageC
     with torch_threads(cfg.num_threads):
         model, oof, history = train_predict_fold(mel, table[WINDOW_KEY], labels, train_ids,
                                                  table.loc[held, "video_id"].unique(), fold, tcfg)
-        logits = predict_audio_logits(model, mel[torch.from_numpy(np.flatnonzero(test))], tcfg.predict_batch_size)
-    rows = pd.concat([oof.assign(role=ROLE_OOF),
-                      window_preds(table.loc[test, WINDOW_KEY], logits, fold, cfg.learner).assign(role=ROLE_TEST)],
-                     ignore_index=True)
+        tested = fold_test_rows(model, mel[torch.from_numpy(np.flatnonzero(test))], table.loc[test], fold,
+                                cfg.learner, tcfg.predict_batch_size)
+    rows = pd.concat([oof.assign(role=ROLE_OOF), tested], ignore_index=True)
     rows["learner"] = cfg.learner
     info = {"learner": cfg.learner, "fold": fold, "key": key, "seed": tcfg.seed, "n_train": int(train.sum()),
             "n_oof": int(held.sum()), "n_test": int(test.sum()), "train_video_ids": train_ids,
@@ -132,7 +132,16 @@ def run_fold(mel: torch.Tensor, table: pd.DataFrame, fold: int, cfg: AudioStageC
     atomic_write_with(folder / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
     atomic_write_parquet(rows, folder / PREDS_FILE)
     atomic_write_json(info, folder / MARKER_FILE)  # last: the unit is done
-    return rows, {**info, "cached": False}
+    return rows, {**info, "cached": False, "dir": str(folder)}
+
+
+def fold_test_rows(model: AudioCNN, mel: torch.Tensor, index: pd.DataFrame, fold: int, learner: str,
+                   batch_size: int) -> pd.DataFrame:
+    """One fold model's rows (role test) for windows of videos outside every fold; `combine` averages
+    them over the folds. One function for the oof stage's test split and the packaged detector, so
+    both score a video the same way (docs/design.md rule 4)."""
+    logits = predict_audio_logits(model, mel, batch_size)
+    return window_preds(index[WINDOW_KEY], logits, fold, learner).assign(role=ROLE_TEST)
 
 
 def combine(rows: list[pd.DataFrame]) -> pd.DataFrame:
@@ -170,6 +179,32 @@ def run_audio_stage(videos: pd.DataFrame, folds: pd.DataFrame, cfg: AudioStageCo
         rows.append(preds)
         infos.append(info)
     return AudioStageResult(decoded.table, combine(rows), infos)
+
+
+def predict_unseen(videos: pd.DataFrame, cfg: AudioStageConfig, models: dict[int, AudioCNN], cache_dir: Path,
+                   n_frames: int) -> AudioStageResult:
+    """Level 0 of videos outside every fold (the packaged detector's), as run_audio_stage scores its
+    test split: windows at the `n_frames` frames planned from each header, every fold model's
+    logits (`models`: fold -> model), their mean per window. A video whose status is not `ok` has
+    a status row and no prediction rows (NaN audio features, as in oof)."""
+    decoded = audio_table(videos, cfg.features, Path(cache_dir), n_frames=n_frames, progress=False)
+    windows, index = collect_windows(decoded, cfg.features)
+    mel = log_mel(windows, cfg.features)
+    index = index.astype({"video_id": str})
+    with torch_threads(cfg.num_threads):
+        rows = [fold_test_rows(model, mel, index, fold, cfg.learner, cfg.train.predict_batch_size)
+                for fold, model in models.items()]
+    return AudioStageResult(decoded.table, combine(rows))
+
+
+def with_audio_units(units: pd.DataFrame, audio_units: list[dict], relative_to: Path) -> pd.DataFrame:
+    """The units table with one row per audio fold unit (`dir` relative to the run's output folder,
+    as base_learners.oof.units_table writes it), so stack.py can package the audio models."""
+    if not audio_units:
+        return units
+    rows = pd.DataFrame([{"learner": u["learner"], "fold": int(u["fold"]), "key": u["key"],
+                          "dir": os.path.relpath(u["dir"], relative_to)} for u in audio_units], columns=UNITS_COLUMNS)
+    return pd.concat([units, rows.astype(units.dtypes.to_dict())], ignore_index=True)
 
 
 def with_audio_preds(frame_preds: pd.DataFrame, audio_preds: pd.DataFrame) -> pd.DataFrame:

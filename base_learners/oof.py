@@ -47,7 +47,7 @@ from base_learners.registry import LearnerConfig, build_learner, learner_key
 from base_learners.sbi import SELF_BLENDED, face_regions
 from base_learners.train import TrainConfig, fit, predict_logits, seed_everything
 from features.common import ConfigError, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash, from_dict, to_dict
-from features.contract import FACE_KEY, FRAME_PREDS_COLUMNS, REFIT_FOLD, UNIT_FILES, unit_name, with_clip_idx
+from features.contract import FACE_KEY, FRAME_PREDS_COLUMNS, REFIT_FOLD, UNIT_FILES, UNITS_COLUMNS, unit_name, with_clip_idx
 from features.engines import LOCAL_ENGINE, Engine, Resources
 from features.faces.pool import n_workers
 from features.faces.source import CropSource
@@ -312,7 +312,7 @@ def units_table(results: list[UnitResult], relative_to: Path) -> pd.DataFrame:
     relative to `relative_to`, the run's output folder), so a later stage can package the models."""
     rows = [{"learner": r.unit.learner, "fold": r.unit.fold, "key": r.unit.key,
              "dir": os.path.relpath(r.unit.dir, relative_to)} for r in results]
-    return pd.DataFrame(rows, columns=["learner", "fold", "key", "dir"])
+    return pd.DataFrame(rows, columns=UNITS_COLUMNS)
 
 
 # ---------------------------------------------------------------- the whole stage

@@ -49,6 +49,7 @@ from base_learners.sbi import (
 )
 from base_learners.views import view_crops
 from features.common import ConfigError, added_field
+from features.devices import resolve_device  # noqa: F401  (benchmarks and oof.py import it from here)
 from features.losses import log_loss_from_logits
 
 BALANCE_MODES = ("none", "pos_weight", "sampler")
@@ -108,12 +109,6 @@ class FitResult:
 def seed_everything(seed: int) -> None:
     """Seed torch (CPU and CUDA); call before build_learner so initial weights are reproducible."""
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def validate(cfg: TrainConfig) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -46,8 +47,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.common import from_dict, to_dict
+from features.common import ConfigError, from_dict, to_dict
 from features.corpus.layouts import read_videos
+from features.devices import check_device
 from features.faces.cache import CROP_STORES, write_result
 from features.faces.config import DETECT_THREADS, FaceConfig
 from features.faces.decode import read_frames
@@ -475,6 +477,11 @@ def face_config(profile: str | None, overrides: list[str]) -> FaceConfig:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     cfg = face_config(args.profile, args.overrides)
+    try:
+        check_device(cfg.device)  # the full profile detects on CUDA: one line here, not a worker's traceback
+    except ConfigError as err:
+        print(f"faces.py: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     pd.set_option("display.width", 200)
     print(f"FaceConfig: {to_dict(cfg)}")
     if args.detectors:

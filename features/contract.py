@@ -18,7 +18,8 @@ frames and frame_preds tables for the videos it scores. Every table is keyed by 
 
 With `audio.enabled` (profile `audio`), frame_preds also holds the soundtrack learner's rows
 (base_learners.audio_oof): one per audio window, keyed by the sampled frame it is centred on,
-face_idx 0; a video whose audio_status is not `ok` has none, so its audio features are NaN.
+face_idx 0; a video whose audio_status is not `ok` has none, so its audio features are NaN. Its
+fold units are rows of the units table too, so stack.py can package them.
 
 Face landmarks (faces.landmarks 5|68) sit beside the crops: features.faces.cache.landmarks_for_rows.
 
@@ -39,6 +40,7 @@ OPTIONAL_TABLES = ("faces", "units", "refit_preds")
 RUN_TABLES = ("audio_status",)
 FACE_KEY = ["video_id", "frame_idx", "face_idx"]
 FRAME_PREDS_COLUMNS = ["video_id", "frame_idx", "face_idx", "learner", "fold", "logit", "prob"]
+UNITS_COLUMNS = ["learner", "fold", "key", "dir"]  # `dir`: the unit folder, relative to the run's output folder
 UNIT_FILES = ("model.pt", "preds.parquet", "metrics.json")  # written in this order; the last marks done
 REFIT_FOLD = -1  # the unit "fold" of a learner's model refit on every labelled video (no held-out fold)
 

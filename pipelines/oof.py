@@ -33,7 +33,7 @@ import yaml
 
 import mlflow
 from base_learners.audio_oof import STATUS_TABLE as AUDIO_STATUS
-from base_learners.audio_oof import AudioStageConfig, run_audio_stage, with_audio_preds
+from base_learners.audio_oof import AudioStageConfig, run_audio_stage, with_audio_preds, with_audio_units
 from base_learners.inputs import FRAME, PAIR, PAIR_FRAMES, PAIR_TRACK, input_kind, item_members
 from base_learners.oof import OOFResult, Unit, UnitResult, merge_train_config, prior_log_loss, run_oof, score_preds, units_table
 from base_learners.registry import LearnerConfig, build_learner
@@ -45,6 +45,7 @@ from features.corpus.face_csv import MEDIA_FACES
 from features.corpus.folds import FoldConfig, check_folds, make_folds
 from features.corpus.layouts import AUTO, read_videos, with_test_corpora
 from features.corpus.options import CorpusOptions
+from features.devices import check_device
 from features.engines import LOCAL_ENGINE, Engine, check_engine
 from features.faces.config import FaceConfig
 from features.faces.extract import FaceResult, extract_faces
@@ -226,6 +227,12 @@ def build_engine(cfg: OOFConfig, workdir: Path, tcfgs: dict[str, TrainConfig]) -
     numbered = sorted({d for d in [cfg.faces.device, *(t.device for t in tcfgs.values())] if NUMBERED_GPU.fullmatch(d)})
     if engine.distributed and numbered:
         raise ConfigError(f"engine={cfg.engine} gives each task its own GPU; set device cuda (or auto), not {numbered}")
+    if not engine.distributed:  # a cluster's GPUs are on its workers, not necessarily here
+        for where, device in [("faces.device", cfg.faces.device), *((f"train.device ({n})", t.device) for n, t in tcfgs.items())]:
+            try:
+                check_device(device)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
     engine.start()
     return engine
 
@@ -399,7 +406,8 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             summary = summarize(result.frame_preds, videos)
             speed = throughput_table(result.units, device_names(tcfgs))
             tables = {"videos": videos, "folds": folds, "faces": faces.faces, "face_status": faces.status,
-                      "frame_preds": result.frame_preds, "units": units_table(result.units + refit.units, out),
+                      "frame_preds": result.frame_preds,
+                      "units": with_audio_units(units_table(result.units + refit.units, out), audio.units if audio else [], out),
                       "refit_preds": refit.frame_preds, **({AUDIO_STATUS: audio.status} if audio else {})}
             write_outputs(out, tables, cfg, summary, speed)
             write_settings(face_set, out)

@@ -54,7 +54,7 @@ from pipelines.explain.case import ExplainConfig
 from pipelines.explain.report import report_name
 from pipelines.explain.sources import write_detector_reports
 from pipelines.scoring import face_cache
-from pipelines.scoring.detector import DEFAULT_THRESHOLD, NO_LABEL, Detector, check_device
+from pipelines.scoring.detector import AUDIO_STATUS_COLUMN, DEFAULT_THRESHOLD, NO_LABEL, Detector, check_device
 from pipelines.scoring.inputs import PRECHECK_STATUSES, collect_paths
 from pipelines.scoring.integrity import recorded_digest, verify
 from pipelines.scoring.package import DETECTOR_NAME
@@ -305,7 +305,7 @@ def _write(table: pd.DataFrame, out: Path) -> None:
 
 def report(res: PredictResult) -> str:
     t = res.table
-    cols = PRINT_COLUMNS + [c for c in t.columns if c.startswith("score_")]
+    cols = PRINT_COLUMNS + [c for c in t.columns if c.startswith("score_") or c == AUDIO_STATUS_COLUMN]
     counts = ", ".join(f"{k} {v}" for k, v in t["status"].value_counts().items())
     n = max(len(t) - res.n_skipped, 1)
     lines = ["", t[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"), "",

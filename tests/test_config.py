@@ -76,6 +76,18 @@ def test_a_bad_setting_ends_with_one_message_and_status_2(capsys):
     assert "train.epochs" in err_text.strip().splitlines()[-1]
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is present")
+@pytest.mark.parametrize("override,named", [("faces.device=cuda", "faces.device"),
+                                            ("train.device=cuda:1", "train.device")])
+def test_a_device_this_machine_lacks_is_one_message_before_any_work(override, named, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(oof, "generate_corpus", lambda *a, **k: pytest.fail("work began before the device check"))
+    with pytest.raises(SystemExit) as err:
+        oof.main(["--set", override, "--set", f"workdir={tmp_path}"])
+    assert err.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert named in last and "not available" in last and "Traceback" not in last
+
+
 def test_numbers_yaml_leaves_as_strings_still_load():
     cfg = build_config(oof.OOFConfig, "oof", "demo", ["train.lr=1e-3", "faces.thresholds=[0.5, 0.6, 0.7]"])
     assert cfg.train.lr == pytest.approx(1e-3) and cfg.faces.thresholds == (0.5, 0.6, 0.7)

@@ -105,6 +105,29 @@ def test_packaged_detector_reproduces_the_submission(trained, monkeypatch):
     assert (out["label"] == want).all()
 
 
+def test_a_detector_without_audio_never_decodes_a_soundtrack(trained, monkeypatch):
+    """Packaged from a run without the soundtrack learner: detector.json and the output columns as
+    before audio existed, the submission reproduced, and no soundtrack decoded."""
+    import features.audio
+    from pipelines.scoring import detector
+    from pipelines.scoring.detector import OUTPUT_COLUMNS, spec_to_dict
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a detector without audio decoded a soundtrack")
+
+    monkeypatch.setattr(features.audio, "decode_audio", boom)
+    monkeypatch.setattr(detector, "predict_unseen", boom)
+    root, result, uri, submission, _ = trained
+    mlflow.set_tracking_uri(uri)
+    monkeypatch.setenv(ALLOWED_ROOTS_ENV, str(root))
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/1")
+    spec = model.unwrap_python_model().detector.spec
+    assert spec.audio is None and "audio" not in spec_to_dict(spec)
+    out = model.predict(pd.DataFrame({"path": _test_paths(root, submission)}))
+    np.testing.assert_allclose(out["p_fake"].to_numpy(), submission["label"].to_numpy(), rtol=0, atol=ATOL)
+    assert list(out.columns) == OUTPUT_COLUMNS + [f"score_{name}" for name in spec.learners]
+
+
 def test_refit_detector_scores_the_test_split_as_stack_reported(trained, monkeypatch):
     root, _, uri, submission, refit = trained
     assert refit.detector_uri and refit.detector_version is None, refit.detector_note

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from features.common import Registry
+from features.devices import resolve_device
 from features.faces.config import FaceConfig
 from features.faces.tracking import greedy_pairs, iou_matrix
 
@@ -64,13 +65,6 @@ class Detections:
     @classmethod
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4)), np.zeros(0))
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else as torch understands it."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 DETECTORS: Registry[Callable[[FaceConfig], object]] = Registry("face detector")

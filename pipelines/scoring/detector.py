@@ -5,6 +5,13 @@ and settings that made the training data.
     learner (mean logit, as the oof stage scored its test videos) -> features.aggregate (the
     training AggregateConfig) -> the fitted level-1 StackedEnsemble (calibration, clipping)
 
+With a soundtrack learner in the ensemble (`DetectorSpec.audio`), each file's soundtrack also goes
+through base_learners.audio_oof.predict_unseen (the training AudioConfig, windows at the frames
+the face stage plans, every fold model's mean logit per window) and its rows join the frame
+predictions before aggregation, exactly as in oof; every output row then says its `audio_status`,
+and a video without usable sound has NaN audio features (the ensemble treats them as missing).
+A detector without one never decodes audio.
+
 `DetectorSpec` is the JSON-able description (face and aggregation settings, each learner's
 config and train config, the folds whose checkpoints it carries); `Detector` adds the fitted
 ensemble and the checkpoints' folder. A video that cannot be judged (pre-check status, no face,
@@ -27,12 +34,15 @@ import pandas as pd
 import torch
 from scipy.special import expit
 
+from base_learners.audio import AudioCNN, load_audio_cnn
+from base_learners.audio_oof import AudioStageConfig, predict_unseen, with_audio_preds
 from base_learners.inputs import FRAME, input_kind, learner_inputs
 from base_learners.registry import LearnerConfig, load_unit_model
 from base_learners.train import TrainConfig, predict_logits
 from features.aggregate import SEP, AggregateConfig, aggregate, learners_in
 from features.common import ConfigError, from_dict, to_dict
 from features.contract import FACE_KEY, FRAME_PREDS_COLUMNS, UNIT_FILES, frames_table, unit_name
+from features.devices import check_device  # noqa: F401  (part of this module's interface)
 from features.faces.config import FaceConfig
 from features.faces.extract import extract_faces
 from features.faces.face_sets import ESTIMATED, STATED, settings_from_dict
@@ -48,8 +58,11 @@ ZERO_WITHOUT_FRAMES = ("n_frames", "n_faces", "n_sampled")  # video columns of a
 # what torch.load(weights_only=True) and load_state_dict raise on a damaged checkpoint
 CHECKPOINT_ERRORS = (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError)
 FILE_KEY_CHARS = 16  # hex characters of a scored file's cache key (file_video_id)
+AUDIO_SCRATCH = "audio"  # the decoded soundtracks' folder inside a score call's temporary folder
 NO_LABEL = ""  # the label of a row that could not be judged (its p_fake is the training prior)
 OUTPUT_COLUMNS = ["filename", "path", "p_fake", "label", "status", "message", "n_faces", "n_frames"]
+AUDIO_STATUS_COLUMN = "audio_status"  # detectors with a soundtrack learner: features.audio.STATUSES per row
+NOT_DECODED = ""  # the audio status of a row that never reached decoding (its pre-check status says why)
 
 
 @dataclass
@@ -57,6 +70,20 @@ class LearnerSpec:
     learner_config: dict
     train_config: dict
     folds: list[int]
+
+
+@dataclass
+class AudioSpec:
+    """The soundtrack learner: its oof stage config as trained (decoding, windows, log-mel, the
+    CNN's shape; base_learners.audio_oof.AudioStageConfig), the face stage's `n_frames` its windows
+    are centred on, and its folds, one checkpoint each in units/<learner>/fold<k>/."""
+
+    config: dict
+    n_frames: int
+    folds: list[int]
+
+    def stage(self) -> AudioStageConfig:
+        return from_dict(AudioStageConfig, self.config, where="detector.json audio")
 
 
 @dataclass
@@ -73,6 +100,15 @@ class DetectorSpec:
     # ("face stage"), or a face set's "stated" / "estimated" margin (features.faces.face_sets); `faces`
     # already holds that margin, so every video is cropped as the training crops were
     face_settings: dict = field(default_factory=dict)
+    audio: AudioSpec | None = None  # the soundtrack learner, when the ensemble uses it (None: no audio)
+
+    @property
+    def audio_learner(self) -> str | None:
+        return self.audio.stage().learner if self.audio else None
+
+    def score_learners(self) -> list[str]:
+        """The learners with a score_<learner> column: the face learners, then the audio one."""
+        return list(self.learners) + ([self.audio_learner] if self.audio else [])
 
     def describe_faces(self) -> str:
         """One line: the face settings this detector crops videos with, and where they come from."""
@@ -91,29 +127,11 @@ class DetectorSpec:
         return from_dict(FaceConfig, {**self.faces, **over}, where="detector faces")
 
 
-def check_device(device: str | None) -> None:
-    """Refuse a device this machine cannot score on (a bad name, CUDA without a GPU or an index past
-    the last one), before any work: ConfigError, one line, instead of a failure on every video."""
-    if not device:
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"device {device!r} is not a torch device (cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (dev.index or 0) >= count:
-            raise ConfigError(f"device {device!r} is not available on this machine ({count} CUDA devices); "
-                              "use device=cpu")
-    elif dev.type != CPU:
-        raise ConfigError(f"device {device!r}: only cpu and cuda devices are supported")
-
-
 def check_spec(spec: DetectorSpec, checkpoints: Path) -> None:
     """What packaging allows in detector.json, checked before anything is built from it: no learner
     fetches or reads weights of its own (`pretrained` false, no `weights_path`, no sequence
     `encoder_weights`: the fold checkpoints carry every weight), a known test time, and every fold's
-    checkpoint a plain file inside the model folder."""
+    checkpoint (the audio learner's too) a plain file inside the model folder."""
     if spec.test_time not in TEST_TIMES:
         raise ConfigError(f"detector.json: test_time {spec.test_time!r} is not one of {TEST_TIMES}")
     root = Path(checkpoints).resolve()
@@ -123,11 +141,17 @@ def check_spec(spec: DetectorSpec, checkpoints: Path) -> None:
         if cfg.get("pretrained") or cfg.get("weights_path") is not None or seq.get("encoder_weights") is not None:
             raise ConfigError(f"detector.json: learner {name!r} asks for pretrained or local weights at load; "
                               "a packaged detector loads its fold checkpoints only (repackage it with stack.py)")
-        for k in ls.folds:
-            path = (root / name / unit_name(k) / UNIT_FILES[0])
-            real = path.resolve()
-            if root not in real.parents or not real.is_file() or path.is_symlink():
-                raise ConfigError(f"detector.json: learner {name!r} fold {k}: no checkpoint inside the model folder")
+        _check_checkpoints(root, name, ls.folds)
+    if spec.audio:
+        _check_checkpoints(root, spec.audio_learner, spec.audio.folds)
+
+
+def _check_checkpoints(root: Path, name: str, folds: list[int]) -> None:
+    for k in folds:
+        path = (root / name / unit_name(k) / UNIT_FILES[0])
+        real = path.resolve()
+        if root not in real.parents or not real.is_file() or path.is_symlink():
+            raise ConfigError(f"detector.json: learner {name!r} fold {k}: no checkpoint inside the model folder")
 
 
 def usable_device(trained_on: str, device: str | None) -> str | None:
@@ -149,13 +173,15 @@ class ScoredBatch:
     (pipelines.explain): the judged videos (one per distinct file, video_id from `file_video_id`),
     which video each input row is (`row_video_ids`, None for a row never decoded), their faces
     (crops stay readable when score was given a cache_dir), the frame predictions and the
-    ensemble's input, one row per input row."""
+    ensemble's input, one row per input row. `frame_preds` are the face learners'; the soundtrack
+    learner's status and rows are in `audio` (None: a detector without one)."""
 
     videos: pd.DataFrame
     faces: object  # features.faces.extract.FaceResult
     frame_preds: pd.DataFrame
     features: pd.DataFrame
     row_video_ids: list = field(default_factory=list)
+    audio: object = None  # base_learners.audio_oof.AudioStageResult
 
 
 def file_video_id(path: str) -> str:
@@ -178,6 +204,7 @@ class Detector:
         self.spec, self.ensemble, self.checkpoints = spec, ensemble, Path(checkpoints)
         self.device = device  # None: as trained (CPU where that device is absent)
         self._models: dict[tuple[str, int], torch.nn.Module] = {}
+        self._audio_models: dict[int, AudioCNN] = {}
         self.timings: dict[str, float] = {}
         self.last_batch: ScoredBatch | None = None
 
@@ -191,17 +218,25 @@ class Detector:
         for k in self.spec.learners[learner].folds:
             if (learner, k) not in self._models:
                 unit_dir = self.checkpoints / learner / unit_name(k)
-                try:
-                    self._models[(learner, k)] = load_unit_model(unit_dir, lcfg)
-                except CHECKPOINT_ERRORS as err:  # truncated or tampered: one line, not a traceback
-                    raise ConfigError(f"the detector's {learner} fold {k} checkpoint cannot be loaded "
-                                      f"({type(err).__name__}); the model folder is damaged") from None
+                self._models[(learner, k)] = _load_checkpoint(learner, k, lambda: load_unit_model(unit_dir, lcfg))
             out.append(self._models[(learner, k)])
         return out
+
+    def audio_models(self) -> dict[int, AudioCNN]:
+        """fold -> the soundtrack learner's fold model (the spec must have audio)."""
+        stage = self.spec.audio.stage()
+        for k in self.spec.audio.folds:
+            if k not in self._audio_models:
+                path = self.checkpoints / stage.learner / unit_name(k) / UNIT_FILES[0]
+                self._audio_models[k] = _load_checkpoint(
+                    stage.learner, k, lambda: load_audio_cnn(path, stage.features.n_mels, stage.train))
+        return self._audio_models
 
     def load_all(self) -> None:
         for learner in self.spec.learners:
             self.models(learner)
+        if self.spec.audio:
+            self.audio_models()
 
     # ---- scoring
     def score(self, rows: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD, cache_dir: Path | None = None,
@@ -223,15 +258,18 @@ class Detector:
                                   Path(cache_dir) if cache_dir else Path(tmp), progress=False)
             t1 = time.perf_counter()
             frame_preds = self._frame_preds(faces, videos)
+            audio = self._audio(videos, Path(tmp)) if self.spec.audio else None
         t2 = time.perf_counter()
-        vf = aggregate(frame_preds, faces.status, videos, _no_folds(videos),
+        vf = aggregate(_with_audio(frame_preds, audio), faces.status, videos, _no_folds(videos),
                        from_dict(AggregateConfig, self.spec.aggregate, where="detector aggregate"), faces=faces.faces)
         vf = vf.set_index("video_id").loc[row_ids].reset_index()  # one row per judged input row
         features = self._features(len(rows), todo, vf)
         out = self._verdicts(rows, todo, vf, features, threshold)
+        if audio is not None:
+            out[AUDIO_STATUS_COLUMN] = _audio_statuses(audio.status, row_ids, todo, len(rows))
         by_row = dict(zip(todo, row_ids))
         self.last_batch = ScoredBatch(videos, faces, frame_preds, features,
-                                      [by_row.get(i) for i in range(len(rows))])
+                                      [by_row.get(i) for i in range(len(rows))], audio)
         self.timings = {"faces_s": t1 - t0, "level0_s": t2 - t1, "level1_s": time.perf_counter() - t2}
         return out
 
@@ -261,6 +299,13 @@ class Detector:
             tables.append(t[FRAME_PREDS_COLUMNS])
         return pd.concat(tables, ignore_index=True) if tables else _empty_frame_preds()
 
+    def _audio(self, videos: pd.DataFrame, scratch: Path):
+        """The soundtrack learner's status and prediction rows (base_learners.audio_oof.AudioStageResult)
+        of the videos to score. The decoded audio lives in `scratch` only: decoding costs about 0.1 s
+        per 10 s video, and predict.py's cache bound (face_cache) counts face crops."""
+        return predict_unseen(videos, self.spec.audio.stage(), self.audio_models(), scratch / AUDIO_SCRATCH,
+                              self.spec.audio.n_frames)
+
     def _features(self, n_rows: int, todo: pd.Index, vf: pd.DataFrame) -> pd.DataFrame:
         """The ensemble's input for every row: the judged videos' features, and for rows that never
         reached the face stage what a video without a decoded frame has (no learner feature, zero
@@ -271,7 +316,7 @@ class Detector:
         # faces were scored, yet columns differ: drift, unless only pair or track learners lack
         # them all (no video of the batch had two consecutive faces of a track: NaN, as without
         # faces); frame learners score every face, so once any learner scored, they must have
-        scored = set(learners_in(vf))
+        scored = set(learners_in(vf)) - {self.spec.audio_learner}  # sound without faces says nothing of them
         if scored:
             scored |= {n for n in self.spec.learners if input_kind(self.learner_config(n)) == FRAME}
         drift = [c for c in self.spec.columns if c not in vf.columns and c.split(SEP)[0] in scored]
@@ -285,7 +330,7 @@ class Detector:
         out = rows[["filename", "path", "status", "message"]].copy()
         out["p_fake"] = self.ensemble.predict_proba(features)[:, 1]
         out["n_faces"], out["n_frames"] = 0, 0
-        learners = list(self.spec.learners)
+        learners = self.spec.score_learners()
         for learner in learners:
             out[SCORE_PREFIX + learner] = np.nan
         if len(todo):
@@ -307,13 +352,42 @@ class Detector:
         return out[OUTPUT_COLUMNS + [SCORE_PREFIX + n for n in learners]]
 
 
+def _load_checkpoint(learner: str, fold: int, load):
+    """load(), a damaged (truncated or tampered) checkpoint reported in one line, not a traceback."""
+    try:
+        return load()
+    except CHECKPOINT_ERRORS as err:
+        raise ConfigError(f"the detector's {learner} fold {fold} checkpoint cannot be loaded "
+                          f"({type(err).__name__}); the model folder is damaged") from None
+
+
+def _with_audio(frame_preds: pd.DataFrame, audio) -> pd.DataFrame:
+    """The level-0 rows features.aggregate reads, as in oof: the face learners' and the soundtrack
+    learner's (a batch without faces: its rows alone, with their own dtypes)."""
+    if audio is None:
+        return frame_preds
+    return audio.preds if frame_preds.empty else with_audio_preds(frame_preds, audio.preds)
+
+
+def _audio_statuses(status: pd.DataFrame, row_ids: list[str], todo: pd.Index, n_rows: int) -> list[str]:
+    """Each output row's audio status: its video's (features.audio.STATUSES), NOT_DECODED for a row
+    that never reached decoding."""
+    by_video = dict(zip(status["video_id"].astype(str), status["status"].astype(str)))
+    by_row = dict(zip(todo, row_ids))
+    return [by_video[by_row[i]] if i in by_row else NOT_DECODED for i in range(n_rows)]
+
+
 def _no_folds(videos: pd.DataFrame) -> pd.DataFrame:
     """The folds table of videos to score: none belongs to a fold (all are test videos)."""
     return pd.DataFrame({"video_id": videos["video_id"], "fold": pd.array([pd.NA] * len(videos), dtype="Int64")})
 
 
 def spec_to_dict(spec: DetectorSpec) -> dict:
-    return to_dict(spec)
+    """detector.json's content; a spec without audio is written as before audio existed."""
+    data = to_dict(spec)
+    if data.get("audio") is None:
+        data.pop("audio", None)
+    return data
 
 
 def spec_from_dict(data: dict) -> DetectorSpec:

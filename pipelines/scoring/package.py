@@ -4,17 +4,19 @@ Artifacts (`artifacts/detector/`): `detector.json` (pipelines.scoring.detector.D
 stage's and aggregation's settings as used for training, each learner's config and train config),
 `ensemble/` (the fitted level-1 ensemble as data: pipelines.scoring.ensemble_io) and
 `units/<learner>/fold<k>/model.pt` (the fold models' state dicts; `refit/` instead for the one model
-per learner refit on every labelled video). The pyfunc is logged as MLflow "models from code"
-(`served_model.py`), so nothing is unpickled: the model loads with
-MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false. Packaging records the model's sha256
+per learner refit on every labelled video; the soundtrack learner's fold models too, when the
+ensemble uses it: detector.json's `audio` then holds its stage config, n_frames and folds). The
+pyfunc is logged as MLflow "models from code" (`served_model.py`), so nothing is unpickled: the
+model loads with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false. Packaging records the model's sha256
 (pipelines.scoring.integrity) on the run and the registry version; loading checks it.
 
 `predict` takes a DataFrame with a `path` column or a `video` column of base64 file bytes (optionally
 `filename`) and returns one row per input: filename, path, p_fake, label, status, message, n_faces,
-n_frames, score_<learner>. Served with `mlflow models serve` (docs/serving.md): a request without
-either column, or over a limit (Limits), is answered with HTTP 400; a bad row (not a video, empty
-bytes, a path refused) gets its own status and the other rows are scored; videos are scored one at
-a time until the deadline, after which the rest get `timed_out`. The model needs the fakestack
+n_frames, score_<learner>, and with a soundtrack learner `audio_status`. Served with `mlflow
+models serve` (docs/serving.md): a request without either column, or over a limit (Limits), is
+answered with HTTP 400; a bad row (not a video, empty bytes, a path refused) gets its own status
+and the other rows are scored; videos are scored one at a time until the deadline, after which the
+rest get `timed_out`. The model needs the fakestack
 packages importable where it loads.
 """
 
@@ -44,8 +46,10 @@ from features.faces.config import FaceConfig
 from features.faces.face_sets import FROM_VIDEOS, settings_from_dict
 from features.faces.face_sets import SETTINGS_FILE as FACE_SETTINGS_FILE
 from pipelines.scoring.detector import (
+    AUDIO_STATUS_COLUMN,
     DEFAULT_THRESHOLD,
     TEST_TIMES,
+    AudioSpec,
     Detector,
     DetectorSpec,
     LearnerSpec,
@@ -74,6 +78,7 @@ SERVER_TIMEOUT_DEFAULT_S = 60  # MLflow's default for it
 DEADLINE_MARGIN_S = 5  # stop scoring this long before the server answers 504, so the rows get back
 RUNTIME_PACKAGES = ("numpy", "pandas", "scipy", "scikit-learn", "lightgbm", "torch", "torchvision", "timm",
                     "facenet-pytorch", "opencv-python-headless", "pyarrow")
+AUDIO_PACKAGES = ("av",)  # a detector with a soundtrack learner decodes audio with PyAV (features.audio)
 # pretrained weights and weight files only matter before training: the fold checkpoints hold every
 # weight, so the packaged configs say not to fetch or read any (check_spec refuses a spec that does)
 NO_WEIGHTS_AT_LOAD = {"pretrained": False, "weights_path": None}
@@ -272,13 +277,14 @@ def write_artifacts(folder: Path, spec: DetectorSpec, unit_dirs: dict[tuple[str,
     return folder
 
 
-def signature(learners: list[str]) -> ModelSignature:
+def signature(learners: list[str], audio: bool = False) -> ModelSignature:
     inputs = Schema([ColSpec("string", "path", required=False), ColSpec("string", "video", required=False),
                      ColSpec("string", "filename", required=False)])
     cols = [ColSpec("string", "filename"), ColSpec("string", "path"), ColSpec("double", "p_fake"),
             ColSpec("string", "label"), ColSpec("string", "status"), ColSpec("string", "message"),
             ColSpec("long", "n_faces"), ColSpec("long", "n_frames")]
     cols += [ColSpec("double", f"score_{name}") for name in learners]
+    cols += [ColSpec("string", AUDIO_STATUS_COLUMN)] if audio else []
     return ModelSignature(inputs=inputs, outputs=Schema(cols))
 
 
@@ -290,7 +296,8 @@ def log_detector(spec: DetectorSpec, ensemble, unit_dirs: dict[tuple[str, int], 
         folder = write_artifacts(Path(tmp) / ARTIFACT_KEY, spec, unit_dirs, ensemble)
         info = mlflow.pyfunc.log_model(
             name=DETECTOR_NAME, python_model=str(CODE_FILE), artifacts={ARTIFACT_KEY: str(folder)},
-            signature=signature(list(spec.learners)), pip_requirements=requirements(RUNTIME_PACKAGES),
+            signature=signature(spec.score_learners(), audio=spec.audio is not None),
+            pip_requirements=requirements(RUNTIME_PACKAGES + (AUDIO_PACKAGES if spec.audio else ())),
             registered_model_name=registered_name or None,
         )
         logged = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(Path(tmp) / "logged"))
@@ -334,34 +341,54 @@ def spec_from_oof(oof_dir: Path, units: pd.DataFrame | None, learners: list[str]
 
     The face settings come from the oof run's resolved config.yaml, with a face set's margin when
     the run holds face images (face_settings_of); each learner's config and train config from its
-    units' own metrics.json (exactly what trained them)."""
+    units' own metrics.json (exactly what trained them). The soundtrack learner (oof.py's `audio`
+    section) gets an AudioSpec from that config instead, with the face stage's n_frames its windows
+    are centred on; it has fold models only."""
     config_path = Path(oof_dir) / "config.yaml"
     if units is None or not config_path.is_file():
         raise PackagingError(f"{oof_dir}: no units table or config.yaml (an oof run from before the "
                              "packaged detector); rerun pipelines/oof.py to package one")
-    faces, assumed = face_settings_of(oof_dir, yaml.safe_load(config_path.read_text())["faces"], face_images)
-    specs, unit_dirs = {}, {}
+    config = yaml.safe_load(config_path.read_text())
+    faces, assumed = face_settings_of(oof_dir, config["faces"], face_images)
     if test_time not in TEST_TIMES:
         raise PackagingError(f"test_time {test_time!r} is not one of {TEST_TIMES}")
-    refit = test_time == "refit"
+    audio_cfg = config.get("audio") or {}
+    audio_learner = audio_cfg.get("learner") if audio_cfg.get("enabled") else None
+    specs, unit_dirs, audio = {}, {}, None
     for learner in learners:
-        rows = units[(units["learner"] == learner) & ((units["fold"] == REFIT_FOLD) == refit)].sort_values("fold")
-        if rows.empty:
-            raise PackagingError(f"{oof_dir}: no {test_time} units of learner {learner!r} in the units table"
-                                 + (" (train them with oof.py --set refit=true)" if refit else ""))
-        metrics = []
-        for row in rows.itertuples(index=False):
-            unit_dir = (Path(oof_dir) / row.dir).resolve()
-            if not (unit_dir / UNIT_FILES[0]).is_file():
-                raise PackagingError(f"{unit_dir}: the checkpoint {UNIT_FILES[0]} of {learner} fold {row.fold} "
-                                     "is missing (the oof workdir must be on this machine)")
-            metrics.append(json.loads((unit_dir / UNIT_FILES[-1]).read_text()))
-            unit_dirs[(learner, int(row.fold))] = unit_dir
-        specs[learner] = LearnerSpec(_no_weights_at_load(metrics[0]["learner_config"]), metrics[0]["train_config"],
-                                     [int(f) for f in rows["fold"]])
+        dirs = _unit_dirs(oof_dir, units, learner, test_time, audio=learner == audio_learner)
+        unit_dirs.update({(learner, k): d for k, d in dirs.items()})
+        if learner == audio_learner:
+            audio = AudioSpec(config=audio_cfg, n_frames=int(config["faces"]["n_frames"]), folds=list(dirs))
+            continue
+        metrics = json.loads((next(iter(dirs.values())) / UNIT_FILES[-1]).read_text())
+        specs[learner] = LearnerSpec(_no_weights_at_load(metrics["learner_config"]), metrics["train_config"], list(dirs))
     spec = DetectorSpec(faces=faces, aggregate=aggregate, learners=specs, columns=list(columns),
-                        test_time=test_time, info=info, face_settings=assumed)
+                        test_time=test_time, info=info, face_settings=assumed, audio=audio)
     return spec, unit_dirs
+
+
+def _unit_dirs(oof_dir: Path, units: pd.DataFrame, learner: str, test_time: str, audio: bool) -> dict[int, Path]:
+    """fold -> unit folder of a learner's units for `test_time` (fold models, or its refit model),
+    each checked to hold its checkpoint."""
+    refit = test_time == "refit"
+    if refit and audio:
+        raise PackagingError(f"the soundtrack learner {learner!r} has fold models only (oof.py trains no refit "
+                             "model of it); package with test_time=fold_models")
+    rows = units[(units["learner"] == learner) & ((units["fold"] == REFIT_FOLD) == refit)].sort_values("fold")
+    if rows.empty:
+        why = (" (train them with oof.py --set refit=true)" if refit else
+               " (an oof run from before the packaged soundtrack learner: rerun oof.py, which loads its units "
+               "from the cache)" if audio else "")
+        raise PackagingError(f"{oof_dir}: no {test_time} units of learner {learner!r} in the units table{why}")
+    out = {}
+    for row in rows.itertuples(index=False):
+        unit_dir = (Path(oof_dir) / row.dir).resolve()
+        if not (unit_dir / UNIT_FILES[0]).is_file():
+            raise PackagingError(f"{unit_dir}: the checkpoint {UNIT_FILES[0]} of {learner} fold {row.fold} "
+                                 "is missing (the oof workdir must be on this machine)")
+        out[int(row.fold)] = unit_dir
+    return out
 
 
 def _no_weights_at_load(learner_config: dict) -> dict:
