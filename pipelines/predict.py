@@ -273,7 +273,7 @@ def _run(rows: pd.DataFrame, uri: str, out: Path, cfg: PredictConfig) -> Predict
                 **{MODEL_COLUMN: uri, MODEL_ID_COLUMN: model_id, SIZE_COLUMN: chunk[SIZE_COLUMN].to_numpy(),
                    MTIME_COLUMN: chunk[MTIME_COLUMN].to_numpy()})
             for k, v in detector.timings.items():
-                timings[k] += v
+                timings[k] = timings.get(k, 0.0) + v
             if explain_dir is not None:
                 t1 = time.perf_counter()
                 reports += write_detector_reports(detector, part, cfg.threshold, explain_dir, cfg.explain)

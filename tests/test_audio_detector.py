@@ -8,6 +8,7 @@ One tiny sound corpus, oof run and stack run are shared by the module (they domi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +63,8 @@ def test_predict_reproduces_the_submission_with_the_audio_learner(packaged, tmp_
     assert set(sounds[submission["filename"]]) == {True, False}  # a test video speaks, another is silent
     res = predict.main([str(root / f) for f in submission["filename"]]
                        + ["--model", result.detector_uri, "--tracking-uri", uri, "--out", str(tmp_path / "p.csv"),
-                          "--set", "progress=false"])
+                          "--explain", str(tmp_path / "why"), "--set", "progress=false"])
+    assert res.timings["audio_s"] > 0  # the sound's own seconds, apart from the face learners' level 0
     out = res.table.assign(filename=lambda t: t["path"].map(lambda p: Path(p).name)).set_index("filename")
     want = submission.set_index("filename")["label"]
     np.testing.assert_allclose(out.loc[want.index, "p_fake"].to_numpy(), want.to_numpy(), rtol=0, atol=ATOL)
@@ -74,7 +76,16 @@ def test_predict_reproduces_the_submission_with_the_audio_learner(packaged, tmp_
     vf = result.video_features.set_index("video_id")  # level 0 itself, whatever weight the ensemble gives it
     np.testing.assert_allclose(out.loc[want.index, f"score_{LEARNER}"].to_numpy(float),
                                vf.loc[want.index, f"{LEARNER}__mean"].to_numpy(float), rtol=0, atol=ATOL)
-    assert result.explanations, result.explain_note  # stack.py's reports still come (without an audio strip)
+    # each report's sound section: a spectrogram and the windows' P(FAKE) where it speaks, words where silent
+    reports = {Path(p).name.rsplit("-", 1)[0]: Path(p).read_text() for p in res.reports}
+    for name, status in expected.items():
+        sound = reports[Path(name).stem].split('<section id="sound">')[1].split("</section>")[0]
+        assert ('alt="soundtrack"' in sound) == (status == "ok"), (name, sound)
+        assert ("No usable sound (status no_audio)" in sound) == (status == "no_audio"), (name, sound)
+        if status == "ok":
+            assert re.search(rf"[1-9][0-9]* windows scored by {LEARNER}", sound), sound
+    assert result.explanations, result.explain_note  # stack.py's reports: the oof videos' sound too
+    assert all('<section id="sound">' in Path(p).read_text() for p in result.explanations)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from torch import nn
 from base_learners.explain import MapConfig, face_maps
 from base_learners.inputs import FRAME, model_input_kind
 from meta.contributions import Contributions
+from pipelines.explain.sound import SoundView
 
 
 @dataclass
@@ -55,6 +56,7 @@ class VideoCase:
     models: dict[str, list[nn.Module]] = field(default_factory=dict)
     contributions: Contributions | None = None  # one row: this video
     context: dict[str, str] = field(default_factory=dict)  # extra facts shown under the verdict
+    sound: SoundView | None = None  # the soundtrack, when the ensemble has a soundtrack learner
 
     @property
     def label(self) -> str:

@@ -3,7 +3,8 @@ so the file opens anywhere (a browser, the MLflow UI's artifact view, an e-mail)
 
 Sections (each a `<section id=...>`, so tests and readers can find them): `verdict` (P(FAKE),
 label, threshold, status and message), `frames` (the sampled frames with the detected faces),
-`timeline` (each learner's face probability over the frames), `heatmaps` (each learner's most-fake
+`timeline` (each learner's face probability over the frames), `sound` (with a soundtrack learner
+only: the log-mel spectrogram and that learner's P(FAKE) per window), `heatmaps` (each learner's most-fake
 frames with its heat map laid over the face) and `contributions` (how much each learner, the video
 statistics, calibration, the prior shift and clipping moved the logit). A video without a face keeps
 every section, each saying why it is empty. A small script counts the images the browser decoded
@@ -209,11 +210,44 @@ def contributions_section(case: VideoCase) -> str:
     return _section("contributions", "Which learners made the verdict", body)
 
 
+def sound_section(case: VideoCase) -> str:
+    """The soundtrack: its log-mel spectrogram over seconds, and the soundtrack learner's P(FAKE)
+    of each window at the window's centre. Without usable sound the audio features were missing
+    and the face learners decided: said in words."""
+    sound = case.sound
+    title = "Soundtrack"
+    if not sound.usable:
+        why = f"status {sound.status or 'not decoded'}" + (f": {sound.message}" if sound.message else "")
+        return _section("sound", title, _note(f"No usable sound ({why}); the {sound.learner} features were "
+                                               "missing and the face learners decided."))
+    seconds = sound.spectrogram.shape[1] * sound.hop_s
+    fig = _figure(7.5, 3.6)
+    top, bottom = fig.add_subplot(2, 1, 1), fig.add_subplot(2, 1, 2)
+    top.imshow(sound.spectrogram, origin="lower", aspect="auto", extent=(0.0, seconds, 0, sound.spectrogram.shape[0]),
+               cmap="magma")
+    top.set_ylabel("mel band", fontsize=8)
+    top.set_xlim(0.0, seconds)
+    bottom.plot(sound.times_s, sound.probs, marker="o", color=FAKE_COLOUR, label=sound.learner)
+    bottom.axhline(case.threshold, color="grey", linestyle="--", linewidth=1, label="threshold")
+    bottom.set_xlim(0.0, seconds)
+    bottom.set_ylim(-0.02, 1.02)
+    bottom.set_xlabel("seconds")
+    bottom.set_ylabel("P(FAKE) of the window", fontsize=8)
+    bottom.legend(fontsize=7, loc="best")
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.13, top=0.97, hspace=0.35)
+    caption = (f"{sound.message} track, {seconds:.1f} s drawn; {len(sound.probs)} windows scored by "
+               f"{sound.learner}, each centred on a sampled frame (mean {np.mean(sound.probs):.3f})"
+               if len(sound.probs) else f"{sound.message} track, {seconds:.1f} s drawn; no window scored")
+    return _section("sound", title, _img(_png(fig), "soundtrack") + _note(caption))
+
+
 def render(expl: Explanation, cfg: ExplainConfig) -> str:
     """The report's HTML text."""
     case = expl.case
     sections = [verdict_section(case), frames_section(case, cfg), timeline_section(expl),
                 heatmaps_section(expl, cfg), contributions_section(case)]
+    if case.sound is not None:  # only an ensemble with a soundtrack learner has one
+        sections.insert(3, sound_section(case))
     title = html.escape(f"{case.name}: {case.label} {case.p_fake:.3f}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
             f"</head><body><h1>fakestack explanation: {html.escape(case.name)}</h1>{''.join(sections)}"

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from base_learners.audio_oof import STATUS_TABLE as AUDIO_STATUS
 from base_learners.registry import LearnerConfig, load_unit_model
 from features.common import from_dict
 from features.corpus.face_csv import MEDIA_FACES
@@ -27,6 +28,7 @@ from features.losses import row_log_losses
 from meta.contributions import contributions
 from pipelines.explain.case import ExplainConfig, VideoCase
 from pipelines.explain.report import report_name, write_report
+from pipelines.explain.sound import SoundView, sound_view
 from pipelines.scoring import package
 from pipelines.scoring.detector import DEFAULT_THRESHOLD, TEST_TIMES
 
@@ -47,6 +49,7 @@ def detector_cases(detector, verdicts: pd.DataFrame, threshold: float) -> list[V
     ids = dict(enumerate(batch.row_video_ids))  # input row -> its video id (None: never decoded)
     n_frames = int(detector.spec.faces.get("n_frames", 0))
     models = {name: detector.models(name) for name in detector.spec.learners}
+    audio = detector.spec.audio.stage() if detector.spec.audio else None
     cases = []
     for i, v in enumerate(verdicts.itertuples(index=False)):
         vid = ids.get(i)
@@ -60,8 +63,30 @@ def detector_cases(detector, verdicts: pd.DataFrame, threshold: float) -> list[V
                                clip_len=int(detector.spec.faces.get("clip_len", 1)), faces=faces,
                                crops=crops, frame_preds=fp, models=models, contributions=contrib,
                                context={"model": str(detector.spec.info.get("configuration", "")),
-                                        "faces used": str(v.n_faces)}))
+                                        "faces used": str(v.n_faces)},
+                               sound=_batch_sound(audio, batch.audio, vid, path) if audio else None))
     return cases
+
+
+def _batch_sound(stage, scored, video_id: str | None, path: Path | None) -> SoundView:
+    """A detector row's soundtrack: its status and window rows from the batch that scored it."""
+    if video_id is None:  # never decoded: its pre-check status says why
+        return SoundView(stage.learner, "", "not decoded")
+    status = scored.status.set_index("video_id").loc[video_id]
+    return sound_view(stage.learner, stage.features, video_id, path, str(status["status"]),
+                      scored.preds[scored.preds["video_id"] == video_id])
+
+
+def _oof_sound(run: OOFRun, video_id: str, path: Path | None) -> SoundView | None:
+    """An oof video's soundtrack: the oof run's audio_status row and its soundtrack learner's rows."""
+    status_file = run.oof_dir / f"{AUDIO_STATUS}.parquet"
+    if run.spec.audio is None or not status_file.is_file():
+        return None
+    stage = run.spec.audio.stage()
+    status = pd.read_parquet(status_file).set_index("video_id").loc[video_id]
+    fp = run.tables["frame_preds"]
+    return sound_view(stage.learner, stage.features, video_id, path, str(status["status"]),
+                      fp[(fp["video_id"] == video_id) & (fp["learner"] == stage.learner)])
 
 
 def write_detector_reports(detector, verdicts: pd.DataFrame, threshold: float, out_dir: Path,
@@ -131,7 +156,8 @@ def oof_cases(best, X: pd.DataFrame, p_oof: np.ndarray, run: OOFRun, n: int) -> 
                                n_frames=face_cfg.n_frames, decoder=face_cfg.decoder, clip_len=face_cfg.clip_len,
                                faces=rows, crops=crops,
                                frame_preds=fp, models=models,
-                               contributions=contributions(fitted[k], row), context=context))
+                               contributions=contributions(fitted[k], row), context=context,
+                               sound=_oof_sound(run, vid, path if path.is_file() else None)))
     return cases
 
 

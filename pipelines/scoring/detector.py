@@ -258,7 +258,9 @@ class Detector:
                                   Path(cache_dir) if cache_dir else Path(tmp), progress=False)
             t1 = time.perf_counter()
             frame_preds = self._frame_preds(faces, videos)
+            ta = time.perf_counter()
             audio = self._audio(videos, Path(tmp)) if self.spec.audio else None
+            audio_s = time.perf_counter() - ta
         t2 = time.perf_counter()
         vf = aggregate(_with_audio(frame_preds, audio), faces.status, videos, _no_folds(videos),
                        from_dict(AggregateConfig, self.spec.aggregate, where="detector aggregate"), faces=faces.faces)
@@ -270,7 +272,8 @@ class Detector:
         by_row = dict(zip(todo, row_ids))
         self.last_batch = ScoredBatch(videos, faces, frame_preds, features,
                                       [by_row.get(i) for i in range(len(rows))], audio)
-        self.timings = {"faces_s": t1 - t0, "level0_s": t2 - t1, "level1_s": time.perf_counter() - t2}
+        self.timings = {"faces_s": t1 - t0, "level0_s": t2 - t1 - audio_s, "level1_s": time.perf_counter() - t2,
+                        **({"audio_s": audio_s} if audio is not None else {})}  # decoding and scoring the sound
         return out
 
     def _device(self, trained_on: str | None) -> str | None:
