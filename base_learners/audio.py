@@ -109,8 +109,9 @@ def load_audio_cnn(path: Path | str, n_mels: int, cfg: AudioTrainConfig) -> Audi
     return model.eval()
 
 
-def _lr_at(step: int, total: int, cfg: AudioTrainConfig) -> float:
-    """Cosine decay from lr to lr * min_lr_frac over `total` steps."""
+def lr_at(step: int, total: int, cfg) -> float:
+    """Cosine decay from cfg.lr to cfg.lr * cfg.min_lr_frac over `total` steps (any train config with
+    those two fields: the lip-sync learner shares the schedule)."""
     frac = step / max(total - 1, 1)
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
 
@@ -134,7 +135,7 @@ def fit_audio_cnn(mel: torch.Tensor, labels: np.ndarray, cfg: AudioTrainConfig) 
             if len(batch) < 2:  # batch norm cannot train on one window
                 continue
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg.epochs * steps_per_epoch, cfg)
+                group["lr"] = lr_at(step, cfg.epochs * steps_per_epoch, cfg)
             loss = loss_fn(model(mel[batch]), y[batch])
             opt.zero_grad()
             loss.backward()

@@ -39,11 +39,13 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import expit
+from torch import nn
 from tqdm.auto import tqdm
 
 from base_learners.audio import LEARNER, AudioCNN, AudioTrainConfig, predict_audio_logits, train_predict_fold, window_preds
+from base_learners.lipsync import LipSyncStageConfig
 from features.audio import AudioConfig, audio_table, collect_windows, log_mel
-from features.common import atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash
+from features.common import added_field, atomic_write_json, atomic_write_parquet, atomic_write_with, config_hash
 from features.contract import FRAME_PREDS_COLUMNS, UNITS_COLUMNS, unit_name
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,16 @@ class AudioStageConfig:
     features: AudioConfig = AudioConfig()  # decoding, windows, log-mel (its hash keys the audio cache)
     train: AudioTrainConfig = AudioTrainConfig()
     num_threads: int = 1  # torch threads while training: results may differ bit for bit across counts
+    # the lip-sync learner (base_learners.lipsync_oof): mouths against these windows; needs `enabled`
+    lipsync: LipSyncStageConfig = added_field(LipSyncStageConfig())
 
     def __post_init__(self) -> None:
         if self.num_threads < 1:
             raise ValueError(f"audio.num_threads must be >= 1, got {self.num_threads}")
+        if self.lipsync.enabled and not self.enabled:
+            raise ValueError("audio.lipsync.enabled needs audio.enabled (it pairs mouths with the audio stage's windows)")
+        if self.lipsync.enabled and self.lipsync.learner == self.learner:
+            raise ValueError(f"audio.lipsync.learner and audio.learner are both {self.learner!r}: one name per learner")
 
 
 @dataclass
@@ -100,8 +108,51 @@ def window_table(index: pd.DataFrame, videos: pd.DataFrame, folds: pd.DataFrame)
     return out.merge(fold, on="video_id", how="left", validate="many_to_one").reset_index(drop=True)
 
 
-def _load_unit(folder: Path) -> tuple[pd.DataFrame, dict]:
-    return pd.read_parquet(folder / PREDS_FILE), json.loads((folder / MARKER_FILE).read_text())
+@dataclass(frozen=True)
+class FoldSplit:
+    """Which rows of a window table fold k's unit trains on, predicts out of fold, and predicts as test."""
+
+    train: np.ndarray  # bool masks over the table's rows
+    held: np.ndarray
+    test: np.ndarray
+    train_ids: list[str]  # the videos it trains on (recorded in the unit, checked by tests)
+
+
+def fold_split(table: pd.DataFrame, fold: int) -> FoldSplit:
+    """Rule 2 and 4 of docs/design.md: train on labelled videos of the other folds, predict fold
+    `fold`, and predict the videos of no fold (test)."""
+    train = (table["fold"].notna() & (table["fold"] != fold)).fillna(False).to_numpy(dtype=bool)
+    held = (table["fold"] == fold).fillna(False).to_numpy(dtype=bool)
+    test = table["fold"].isna().to_numpy(dtype=bool)
+    return FoldSplit(train, held, test, sorted(set(table.loc[train, "video_id"])))
+
+
+def video_labels(table: pd.DataFrame) -> pd.Series:
+    return table.drop_duplicates("video_id").set_index("video_id")["label"].astype("float64")
+
+
+def load_unit(folder: Path) -> tuple[pd.DataFrame, dict] | None:
+    """A finished unit's (rows, info), or None when `folder` holds none (its marker is written last)."""
+    if not (folder / MARKER_FILE).exists():
+        return None
+    info = json.loads((folder / MARKER_FILE).read_text())
+    return pd.read_parquet(folder / PREDS_FILE), {**info, "cached": True, "dir": str(folder)}
+
+
+def save_unit(folder: Path, model: nn.Module, rows: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, dict]:
+    """Write a trained unit: checkpoint, rows, then the marker (last: the unit is done)."""
+    atomic_write_with(folder / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write_parquet(rows, folder / PREDS_FILE)
+    atomic_write_json(info, folder / MARKER_FILE)
+    return rows, {**info, "cached": False, "dir": str(folder)}
+
+
+def unit_info(learner: str, fold: int, key: str, seed: int, split: FoldSplit, history: list[dict],
+              seconds: float) -> dict:
+    """A unit's metrics.json (the train videos: what the fold-discipline checks read)."""
+    return {"learner": learner, "fold": fold, "key": key, "seed": seed, "n_train": int(split.train.sum()),
+            "n_oof": int(split.held.sum()), "n_test": int(split.test.sum()), "train_video_ids": split.train_ids,
+            "history": history, "train_seconds": seconds}
 
 
 def run_fold(mel: torch.Tensor, table: pd.DataFrame, fold: int, cfg: AudioStageConfig, units_dir: Path,
@@ -109,30 +160,21 @@ def run_fold(mel: torch.Tensor, table: pd.DataFrame, fold: int, cfg: AudioStageC
     """(prediction rows with `role`, metrics) of one fold unit: trained, or loaded when finished."""
     key = config_hash(cfg.features, cfg.train, cfg.learner, fold, table[WINDOW_KEY + ["label", "fold"]], audio_key)
     folder = units_dir / f"{cfg.learner}-{unit_name(fold)}-{key}"
-    if (folder / MARKER_FILE).exists():
-        preds, info = _load_unit(folder)
-        return preds, {**info, "cached": True, "dir": str(folder)}
+    done = load_unit(folder)
+    if done is not None:
+        return done
     t0 = time.perf_counter()
-    train = (table["fold"].notna() & (table["fold"] != fold)).fillna(False).to_numpy(dtype=bool)
-    held = (table["fold"] == fold).fillna(False).to_numpy(dtype=bool)
-    test = table["fold"].isna().to_numpy(dtype=bool)
-    train_ids = sorted(set(table.loc[train, "video_id"]))
-    labels = table.drop_duplicates("video_id").set_index("video_id")["label"].astype("float64")
+    split = fold_split(table, fold)
     tcfg = dataclasses.replace(cfg.train, seed=unit_seed(cfg.train.seed, cfg.learner, fold))
     with torch_threads(cfg.num_threads):
-        model, oof, history = train_predict_fold(mel, table[WINDOW_KEY], labels, train_ids,
-                                                 table.loc[held, "video_id"].unique(), fold, tcfg)
-        tested = fold_test_rows(model, mel[torch.from_numpy(np.flatnonzero(test))], table.loc[test], fold,
-                                cfg.learner, tcfg.predict_batch_size)
+        model, oof, history = train_predict_fold(mel, table[WINDOW_KEY], video_labels(table), split.train_ids,
+                                                 table.loc[split.held, "video_id"].unique(), fold, tcfg)
+        tested = fold_test_rows(model, mel[torch.from_numpy(np.flatnonzero(split.test))], table.loc[split.test],
+                                fold, cfg.learner, tcfg.predict_batch_size)
     rows = pd.concat([oof.assign(role=ROLE_OOF), tested], ignore_index=True)
     rows["learner"] = cfg.learner
-    info = {"learner": cfg.learner, "fold": fold, "key": key, "seed": tcfg.seed, "n_train": int(train.sum()),
-            "n_oof": int(held.sum()), "n_test": int(test.sum()), "train_video_ids": train_ids,
-            "history": history, "train_seconds": time.perf_counter() - t0}
-    atomic_write_with(folder / MODEL_FILE, lambda tmp: torch.save(model.state_dict(), tmp))
-    atomic_write_parquet(rows, folder / PREDS_FILE)
-    atomic_write_json(info, folder / MARKER_FILE)  # last: the unit is done
-    return rows, {**info, "cached": False, "dir": str(folder)}
+    return save_unit(folder, model, rows, unit_info(cfg.learner, fold, key, tcfg.seed, split, history,
+                                                    time.perf_counter() - t0))
 
 
 def fold_test_rows(model: AudioCNN, mel: torch.Tensor, index: pd.DataFrame, fold: int, learner: str,

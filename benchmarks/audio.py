@@ -1,18 +1,20 @@
-"""What the soundtrack learner adds, per fake kind, with intervals: `python -m benchmarks.audio`.
+"""What the sound learners add, per fake kind, with intervals: `python -m benchmarks.audio`.
 
     python -m benchmarks.audio                          # profile audio: oof.py, then stack.py
     python -m benchmarks.audio --oof-run RUN_ID         # stack an existing oof run of the profile
 
 Runs `oof.py` and `stack.py` with the `audio` profile (benchmarks.real.run_stages: caches reused, so
 a rerun resumes) and prints, from the stack's outer-CV predictions, the log loss and AUC of each
-learner alone, the plain average, the best stack over every learner (with audio), the best stack of
-the `no_audio` subset (the face learners only) and the nested selection, for all videos and per fake
-kind (each kind's fakes with every real: benchmarks.breakdown.method_masks), each with a 95 %
-group-bootstrap interval; then, per kind, the paired ratio of the stack with audio to the stack
-without. The kinds come from the corpus's soundtracks.parquet (features.synth.corpus), which no stage
-reads. Why per kind: only a face swap changes pixels, and only the other kinds change the sound, so
-each learner should be blind to some kinds; a lip-sync fake keeps the right voice and is the one
-neither kind of learner is built to see.
+learner alone (the soundtrack learner `audio_cnn` and the lip-sync learner `lipsync` among them),
+the plain average, the best stack over every learner (with audio), the best stack of the `no_audio`
+subset (the face learners only), of the `no_lipsync` subset (every learner but the lip-sync one,
+where the profile sweeps it) and the nested selection, for all videos and per fake kind (each kind's
+fakes with every real: benchmarks.breakdown.method_masks), each with a 95 % group-bootstrap
+interval; then, per kind, the paired ratios of the stack with audio to the stack without, and to
+the stack without lip sync. The kinds come from the corpus's soundtracks.parquet
+(features.synth.corpus), which no stage reads. Why per kind: only a face swap changes pixels, and
+only the other kinds change the sound, so each learner should be blind to some kinds; a lip-sync fake keeps the right voice, and only the
+lip-sync learner, which reads the mouth against the sound, is built to see it.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from meta.selection import BASELINE_METAS, FINAL_STAGE
 from pipelines import stack
 
 AUDIO_PROFILE = "audio"
-NO_AUDIO_SUBSET = "no_audio"  # pipelines/profiles/audio/stack.yaml
+NO_AUDIO_SUBSET = "no_audio"  # pipelines/profiles/audio/stack.yaml: neither sound learner
+NO_LIPSYNC_SUBSET = "no_lipsync"  # pipelines/profiles/audio/stack.yaml: every learner but the lip-sync one
 WITH_AUDIO = "stack with audio"
 WITHOUT_AUDIO = "stack without audio"
+WITHOUT_LIPSYNC = "stack without lipsync"
+PAIRS = ((WITH_AUDIO, WITHOUT_AUDIO), (WITH_AUDIO, WITHOUT_LIPSYNC))  # each compared on the same videos
 AUDIO_STATUS_FILE = "audio_status.parquet"
 
 
@@ -47,11 +52,13 @@ def best_of_subset(result: stack.StackResult, subset: str):
 
 def configurations(result: stack.StackResult) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(name -> outer-CV P(FAKE) per labelled video, name -> the sweep configuration it stands for):
-    each learner alone, the plain average, the stacks with and without audio, the nested selection."""
+    each learner alone, the plain average, the stacks with and without audio (and without lip sync,
+    where swept), the nested selection."""
     preds, _, _ = real.predictions(result)
     preds = {k: v for k, v in preds.items() if not k.startswith("best stack")}
     names = {}
-    for label, subset in ((WITH_AUDIO, breakdown.ALL), (WITHOUT_AUDIO, NO_AUDIO_SUBSET)):
+    for label, subset in ((WITH_AUDIO, breakdown.ALL), (WITHOUT_AUDIO, NO_AUDIO_SUBSET),
+                          (WITHOUT_LIPSYNC, NO_LIPSYNC_SUBSET)):
         best = best_of_subset(result, subset)
         if best is not None:
             preds[label], names[label] = best.cv_stages[FINAL_STAGE], best.spec.name
@@ -77,11 +84,13 @@ def audio_status(args, result: stack.StackResult) -> pd.DataFrame | None:
 
 
 def paired_per_kind(y, groups, preds, masks, args) -> pd.DataFrame:
-    """Stack with audio / stack without, on each kind's rows, with the paired interval."""
+    """Stack with audio / each stack without (PAIRS, those swept), on each kind's rows, with the
+    paired interval."""
+    pairs = [(a, b) for a, b in PAIRS if a in preds and b in preds]
     out = []
     for rows, mask in masks.items():
         table = breakdown.paired(y[mask], groups[mask], {k: p[mask] for k, p in preds.items()},
-                                 [(WITH_AUDIO, WITHOUT_AUDIO)], args.replicates, args.seed)
+                                 pairs, args.replicates, args.seed)
         out.append(table.assign(rows=rows))
     return pd.concat(out, ignore_index=True)
 
@@ -103,7 +112,7 @@ def report(args, result: stack.StackResult) -> pd.DataFrame:
     print(breakdown.format_rated(table))
     if WITH_AUDIO in preds and WITHOUT_AUDIO in preds:
         pairs = paired_per_kind(y, groups, preds, masks, args)
-        print("\nstack with audio / without, per fake kind (paired):")
+        print("\nstack with audio / without (audio, lip sync), per fake kind (paired):")
         print(breakdown.format_paired(pairs.assign(a=pairs["rows"] + ": " + pairs["a"])))
     return table
 

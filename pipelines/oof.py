@@ -35,6 +35,7 @@ import mlflow
 from base_learners.audio_oof import STATUS_TABLE as AUDIO_STATUS
 from base_learners.audio_oof import AudioStageConfig, run_audio_stage, with_audio_preds, with_audio_units
 from base_learners.inputs import FRAME, PAIR, PAIR_FRAMES, PAIR_TRACK, input_kind, item_members
+from base_learners.lipsync_oof import run_lipsync_stage
 from base_learners.oof import OOFResult, Unit, UnitResult, merge_train_config, prior_log_loss, run_oof, score_preds, units_table
 from base_learners.registry import LearnerConfig, build_learner
 from base_learners.timm_learners import PretrainedUnavailableError
@@ -100,7 +101,7 @@ class OOFConfig:
     unit_workers: int = runtime_field(1)  # processes training learner x fold units (0: one per core; CPU only)
     engine: str = runtime_field("local")  # features.engines: local (a process pool here) | ray (tasks on a Ray cluster)
     ray_address: str | None = runtime_field(None)  # engine=ray: the cluster to join (None: RAY_ADDRESS, else a local Ray)
-    audio: AudioStageConfig = added_field(AudioStageConfig())  # soundtracks as a level-0 learner (profile audio)
+    audio: AudioStageConfig = added_field(AudioStageConfig())  # soundtracks (and lip sync) as level-0 learners (profile audio)
     refit: bool = False  # also one model per learner on every labelled video (a test-time choice; README)
     workdir: str | None = runtime_field(None)  # corpus, face cache, units, outputs; None: WORK_DIR (./.fakestack)
     tracking_uri: str | None = runtime_field(None)  # None: MLFLOW_TRACKING_URI or the local sqlite store
@@ -399,6 +400,11 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
             with _timed(timings, "audio"):
                 audio = run_audio_stage(videos, folds, cfg.audio, workdir, cfg.faces.n_frames, cfg.progress)
                 result = dataclasses.replace(result, frame_preds=with_audio_preds(result.frame_preds, audio.preds))
+            if cfg.audio.lipsync.enabled:  # base_learners.lipsync_oof: the face stage's crops against those windows
+                with _timed(timings, "lipsync"):
+                    lips = run_lipsync_stage(videos, folds, frames, faces.crops_dir, cfg.audio, workdir, cfg.progress)
+                    result = dataclasses.replace(result, frame_preds=with_audio_preds(result.frame_preds, lips.preds))
+                    audio.units.extend(lips.units)
         for name in learners:
             timings[f"learner_{name}"] = sum(r.seconds for r in result.units + refit.units
                                              if r.unit.learner == name)

@@ -4,25 +4,36 @@ that survive into the stack's video features and its level-1 models."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import av
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import yaml
 
 import base_learners.audio_oof as AO
+import base_learners.lipsync_oof as LO
 from base_learners.audio import AudioTrainConfig
+from base_learners.lipsync import LipSyncStageConfig, LipSyncTrainConfig, fit_lipsync, mouth_patch, predict_lipsync_logits
+from base_learners.lipsync import train_predict_fold as train_lipsync_fold
 from features.aggregate import aggregate
 from features.audio import AudioConfig
-from features.common import result_dict
+from features.common import ConfigError, result_dict, to_dict
+from features.contract import FRAME_PREDS_COLUMNS, frames_table
 from features.corpus.folds import FoldConfig, make_folds
 from features.corpus.layouts import read_videos
+from features.faces.config import FaceConfig
+from features.faces.extract import extract_faces
 from features.synth import SynthConfig, generate_corpus
 from features.synth.config import FACE_SWAP, FAKE_KINDS, SoundConfig
 from features.synth.corpus import SOUND_TABLE
 from meta.learners import build_meta
+from pipelines.config import build_config
 from pipelines.oof import OOFConfig
+from pipelines.scoring.package import PackagingError, spec_from_oof
 
 SEED = 6  # with these settings: one silent train group, the test group speaks (tiny plan, checked below)
 SOUND = SoundConfig(enabled=True, silent_share=0.25)
@@ -156,17 +167,25 @@ def test_oof_and_stack_carry_the_audio_learner(corpus, tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     audio = ("audio.enabled=true", "audio.features.window_s=0.5", "audio.features.min_duration_s=0.5",
-             "audio.features.n_mels=32", "audio.train.epochs=2", "audio.train.channels=[4,8]")
+             "audio.features.n_mels=32", "audio.train.epochs=2", "audio.train.channels=[4,8]",
+             "audio.lipsync.enabled=true", "audio.lipsync.train.mouth_size=16", "audio.lipsync.train.epochs=2",
+             "audio.lipsync.train.mouth_channels=[4]", "audio.lipsync.train.audio_channels=[4]")
     run = tiny_oof([corpus], tmp_path / "work", uri, audio)
     status = pd.read_parquet(run.output_dir / f"{AO.STATUS_TABLE}.parquet")
     videos = pd.read_parquet(run.output_dir / "videos.parquet")
     assert set(status["video_id"]) == set(videos["video_id"]) and "no_audio" in set(status["status"])
-    assert set(run.frame_preds["learner"]) == {"meso4", "audio_cnn"}
-    res = tiny_stack(run, tmp_path / "stack", uri)
+    assert set(run.frame_preds["learner"]) == {"meso4", "audio_cnn", "lipsync"}
+    units = pd.read_parquet(run.output_dir / "units.parquet")
+    assert (units["learner"] == "lipsync").sum() == 2 and (units["learner"] == "audio_cnn").sum() == 2  # k=2
+    assert "lipsync" in run.timings
+    res = tiny_stack(run, tmp_path / "stack", uri, ("sweep.subsets={no_audio: [meso4]}",))
     vf = res.video_features.set_index("video_id")
     silent = status.loc[status["status"] == "no_audio", "video_id"]
-    assert vf.loc[silent, "audio_cnn__mean"].isna().all() and len(vf) == len(videos)
-    assert {"all", "audio_cnn", "meso4"} <= {r.spec.subset for r in res.results}  # with audio, and each alone
+    assert vf.loc[silent, ["audio_cnn__mean", "lipsync__mean"]].isna().all().all() and len(vf) == len(videos)
+    assert {"all", "audio_cnn", "lipsync", "meso4"} <= {r.spec.subset for r in res.results}  # all, and each alone
+    uses_lipsync = "lipsync" in res.best.ensemble.meta_.learners_
+    assert ("the lip-sync learner is not packaged yet" in res.detector_note) == uses_lipsync  # the stack still finishes
+    assert (res.detector_uri is None) == uses_lipsync
     assert np.isfinite(res.submission.iloc[:, -1].astype(float)).all()
     from argparse import Namespace
 
@@ -187,7 +206,116 @@ def test_the_audio_profile_sweeps_a_stack_without_audio():
     oof_cfg = build_config(OOFConfig, "oof", "audio", [])
     assert oof_cfg.audio.enabled and oof_cfg.synth.sound.enabled
     sweep = build_config(stack.StackConfig, "stack", "audio", []).sweep
-    learners = sorted([*oof_cfg.learners, oof_cfg.audio.learner])
+    assert oof_cfg.audio.lipsync.enabled
+    learners = sorted([*oof_cfg.learners, oof_cfg.audio.learner, oof_cfg.audio.lipsync.learner])
     subsets = {s.subset: s.learners for s in make_specs(sweep, learners)}
     assert set(subsets["all"]) == set(learners)
-    assert set(subsets["no_audio"]) == set(oof_cfg.learners)
+    assert set(subsets["no_audio"]) == set(oof_cfg.learners)  # neither sound learner
+    assert set(subsets["no_lipsync"]) == set(oof_cfg.learners) | {oof_cfg.audio.learner}
+
+
+# ---- the lip-sync learner (base_learners.lipsync, base_learners.lipsync_oof) ----------------------
+
+LIPS_TRAIN = LipSyncTrainConfig(mouth_size=16, epochs=2, batch_size=8, mouth_channels=(4,), audio_channels=(4,),
+                                embed_dim=8)
+LIPS_STAGE = dataclasses.replace(STAGE, lipsync=LipSyncStageConfig(enabled=True, train=LIPS_TRAIN))
+FACES = FaceConfig(n_frames=N_FRAMES, min_face_size=60, det_prob=0.7, thresholds=(0.6, 0.7, 0.6), crop_size=48, workers=1)
+
+
+@pytest.fixture(scope="module")
+def lips(tables, stage):
+    """The face stage on the tiny corpus (one frame's face dropped: a frame without a face), then the
+    lip-sync stage in the audio stage's workdir (its decoded soundtracks reused)."""
+    videos, folds = tables
+    work, audio = stage
+    faces = extract_faces(videos, FACES, work / "faces", progress=False)
+    frames = frames_table(faces.faces, videos, folds)
+    speaking = frames[frames["video_id"].isin(set(audio.status.loc[audio.status["status"] == "ok", "video_id"]))]
+    dropped = speaking.iloc[0][["video_id", "frame_idx"]]
+    frames = frames[~((frames["video_id"] == dropped["video_id"]) & (frames["frame_idx"] == dropped["frame_idx"]))]
+    result = LO.run_lipsync_stage(videos, folds, frames, faces.crops_dir, LIPS_STAGE, work, progress=False)
+    return work, frames, faces.crops_dir, dropped, result
+
+
+def test_lipsync_net_contract():
+    cfg = LIPS_TRAIN
+    crop = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    patch = mouth_patch(crop, cfg)
+    assert patch.shape == cfg.mouth_shape == (1, 8, 16) and patch.dtype == np.float32 and 0 <= patch.min() <= patch.max() <= 1
+    assert mouth_patch(crop, dataclasses.replace(cfg, grey=False)).shape == (3, 8, 16)
+    with pytest.raises(ValueError, match="mouth_box"):
+        LipSyncTrainConfig(mouth_box=(0.9, 0.5, 0.0, 1.0))
+    n, mouths, mel = 12, torch.rand(12, *cfg.mouth_shape), torch.randn(12, 32, 26)
+    y = np.arange(n) % 2
+    model, history = fit_lipsync(mouths, mel, y, cfg)
+    again, _ = fit_lipsync(mouths, mel, y, cfg)
+    logits = predict_lipsync_logits(model, mouths, mel, batch_size=5)
+    assert logits.shape == (n,) and np.isfinite(logits).all() and len(history) == cfg.epochs
+    np.testing.assert_array_equal(logits, predict_lipsync_logits(again, mouths, mel, batch_size=5))  # same seed
+    assert "logit_offset" in dict(model.named_buffers())
+    with pytest.raises(ValueError, match="LipSyncNet wants"):
+        model(mouths, mel[:, :, :10])
+    with pytest.raises(ValueError, match="both the training and the predicted"):
+        index = pd.DataFrame({"video_id": ["a", "a", "b"], "window_idx": [0, 1, 0], "frame_idx": [0, 5, 0]})
+        train_lipsync_fold(mouths[:3], mel[:3], index, pd.Series({"a": 0.0, "b": 1.0}), ["a", "b"], ["a"], 0, cfg)
+
+
+def test_lipsync_config_needs_audio_and_rejects_unknown_keys():
+    assert "lipsync" not in result_dict(STAGE) and "lipsync" in result_dict(LIPS_STAGE)  # off: no key changes
+    with pytest.raises(ConfigError, match="needs audio.enabled"):
+        build_config(OOFConfig, "oof", "demo", ["audio.lipsync.enabled=true"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_config(OOFConfig, "oof", "audio", ["audio.lipsync.train.wings=2"])
+    cfg = build_config(OOFConfig, "oof", "audio", [])
+    assert cfg.audio.lipsync.enabled and cfg.audio.lipsync.learner == "lipsync"
+
+
+def test_lipsync_rows_statuses_and_every_video_kept(lips, stage, tables):
+    _, frames, _, dropped, result = lips
+    videos, folds = tables
+    status = stage[1].status.set_index("video_id")["status"]
+    preds = result.preds
+    assert list(preds.columns) == FRAME_PREDS_COLUMNS and (preds["face_idx"] == 0).all()
+    assert set(preds["learner"]) == {"lipsync"}
+    assert set(preds["video_id"]) <= set(status.index[status == "ok"])  # a silent video has no rows
+    assert not preds.duplicated(["video_id", "frame_idx"]).any()
+    faced = frames.loc[frames["face_idx"] == 0, ["video_id", "frame_idx"]]
+    assert len(preds.merge(faced, on=["video_id", "frame_idx"])) == len(preds)  # only frames with a face
+    mine = preds[preds["video_id"] == dropped["video_id"]]
+    assert len(mine) and dropped["frame_idx"] not in set(mine["frame_idx"])  # the faceless frame: no row
+    face_status = pd.DataFrame({"video_id": videos["video_id"], "status": "ok", "message": ""})
+    vf = aggregate(AO.with_audio_preds(stage[1].preds, preds), face_status, videos, folds).set_index("video_id")
+    assert len(vf) == len(videos)  # every video stays
+    silent = status.index[status == "no_audio"]
+    assert len(silent) and vf.loc[silent, "lipsync__mean"].isna().all()
+    assert vf.loc[status.index[status == "ok"], "lipsync__mean"].notna().all()
+
+
+def test_lipsync_units_train_only_on_other_folds_and_resume(lips, tables, monkeypatch):
+    work, frames, crops_dir, _, first = lips
+    videos, folds = tables
+    fold_of = folds.set_index("video_id")["fold"]
+    assert len(first.units) == fold_of.nunique()
+    for info in first.units:
+        trained = fold_of.reindex(info["train_video_ids"])
+        assert trained.notna().all() and (trained != info["fold"]).all()  # no held-out video trains it
+    oof = first.preds[first.preds["fold"].notna()]
+    assert (oof["fold"].astype(int).to_numpy() == fold_of.reindex(oof["video_id"]).astype(int).to_numpy()).all()
+    test = first.preds[first.preds["fold"].isna()]
+    assert len(test) and fold_of.reindex(test["video_id"]).isna().all()
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a finished lipsync unit was trained again")
+
+    monkeypatch.setattr(LO, "train_predict_fold", boom)
+    again = LO.run_lipsync_stage(videos, folds, frames, crops_dir, LIPS_STAGE, work, progress=False)
+    assert all(u["cached"] for u in again.units)
+    pd.testing.assert_frame_equal(again.preds, first.preds)
+
+
+def test_packaging_refuses_the_lipsync_learner(tmp_path):
+    config = to_dict(OOFConfig(audio=LIPS_STAGE))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    units = pd.DataFrame({"learner": ["lipsync"], "fold": [0], "key": ["k"], "dir": ["u"]})
+    with pytest.raises(PackagingError, match="the lip-sync learner is not packaged yet"):
+        spec_from_oof(tmp_path, units, ["meso4", "lipsync"], {}, [], {}, "fold_models")

@@ -343,7 +343,8 @@ def spec_from_oof(oof_dir: Path, units: pd.DataFrame | None, learners: list[str]
     the run holds face images (face_settings_of); each learner's config and train config from its
     units' own metrics.json (exactly what trained them). The soundtrack learner (oof.py's `audio`
     section) gets an AudioSpec from that config instead, with the face stage's n_frames its windows
-    are centred on; it has fold models only."""
+    are centred on; it has fold models only. The lip-sync learner (`audio.lipsync`) is not packaged
+    yet: a configuration that uses it is refused (PackagingError), and stack.py notes why."""
     config_path = Path(oof_dir) / "config.yaml"
     if units is None or not config_path.is_file():
         raise PackagingError(f"{oof_dir}: no units table or config.yaml (an oof run from before the "
@@ -354,6 +355,10 @@ def spec_from_oof(oof_dir: Path, units: pd.DataFrame | None, learners: list[str]
         raise PackagingError(f"test_time {test_time!r} is not one of {TEST_TIMES}")
     audio_cfg = config.get("audio") or {}
     audio_learner = audio_cfg.get("learner") if audio_cfg.get("enabled") else None
+    lipsync = audio_cfg.get("lipsync") or {}
+    lipsync_learner = lipsync.get("learner") if audio_learner and lipsync.get("enabled") else None
+    if lipsync_learner in learners:  # the detector cannot score it: refused, as a configuration it cannot score is
+        raise PackagingError(f"the lip-sync learner is not packaged yet ({lipsync_learner!r} is in the chosen configuration)")
     specs, unit_dirs, audio = {}, {}, None
     for learner in learners:
         dirs = _unit_dirs(oof_dir, units, learner, test_time, audio=learner == audio_learner)

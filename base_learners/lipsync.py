@@ -1,0 +1,228 @@
+"""A level-0 lip-sync learner: does the mouth in this frame go with the sound around it?
+
+Why it looks like this:
+
+* **One sample per sampled frame with a face**: the mouth box of that frame's face crop (the middle
+  of its lower half; face_idx 0, from the face stage's cache), small and grey, paired with the
+  log-mel window the audio stage centres on the same frame (features.audio). A talking mouth opens with the voice's envelope, so a
+  frame whose mouth is open while the window's centre is quiet (or the reverse) is evidence of a
+  fake whose lips do not follow the voice. One frame is weak evidence; features.aggregate's per-video
+  statistics over the sampled frames are what the stack reads, as for every frame learner.
+* **Two streams, one logit**: a conv stream per modality, each ending in an embedding; the two are
+  concatenated and a small MLP gives the logit, so the head can learn how they must agree (a plain
+  sum of per-stream scores could not express "open mouth AND quiet sound").
+* **The audio stream keeps time, not frequency**: after its conv blocks the mel axis is averaged and
+  the time positions are kept, so where in the window the energy sits (at its centre, the frame's
+  instant, or beside it) reaches the head. What the spectrum says about the voice is the soundtrack
+  learner's job (base_learners.audio); this one is built to read timing.
+* **Labels are the video's**, as for every learner: the stack sorts out which fakes it can see.
+* **Small on purpose**: a few tens of thousands of weights; the sound corpus's folds train in
+  seconds on one CPU thread. Deterministic for a seed and a thread count (seeded init, dropout and
+  batch order), like the audio CNN, whose conv block and learning-rate schedule it shares.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from base_learners.audio import conv_block, lr_at, window_preds
+
+log = logging.getLogger(__name__)
+
+LEARNER = "lipsync"
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma of an RGB crop
+PIXEL_SCALE = 255.0  # uint8 crops -> [0, 1]
+POOL = 2  # conv_block's pooling: each block halves both axes
+RGB_CHANNELS = 3
+
+
+@dataclass(frozen=True)
+class LipSyncTrainConfig:
+    """How the lip-sync net is built and trained (the sound's windows are the audio section's)."""
+
+    mouth_size: int = 32  # the mouth box is resized to (size/2, size) px
+    # (top, bottom, left, right) of the face crop, as fractions of its side: the middle of its lower
+    # half, where an aligned face's mouth sits (the rest of the lower half is chin, neck, background)
+    mouth_box: tuple[float, float, float, float] = (0.5, 0.9, 0.2, 0.8)
+    grey: bool = True  # one luma channel (the mouth's opening is a shape, not a colour)
+    mouth_channels: tuple[int, ...] = (8, 16)  # one conv block per entry, on the mouth
+    audio_channels: tuple[int, ...] = (8, 16)  # one conv block per entry, on the log-mel window
+    embed_dim: int = 32  # each stream's embedding, and the head's hidden width
+    drop_rate: float = 0.2
+    epochs: int = 12
+    batch_size: int = 32
+    predict_batch_size: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    min_lr_frac: float = 0.05  # cosine decay to lr * min_lr_frac
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mouth_size < 2 * POOL ** len(self.mouth_channels) or not self.mouth_channels or not self.audio_channels:
+            raise ValueError(f"lipsync.train: mouth_size {self.mouth_size} too small for {len(self.mouth_channels)} "
+                             "conv blocks, or a stream without conv blocks")
+        top, bottom, left, right = self.mouth_box
+        if not (0 <= top < bottom <= 1 and 0 <= left < right <= 1):
+            raise ValueError(f"lipsync.train.mouth_box: need 0 <= top < bottom <= 1, 0 <= left < right <= 1; got {self.mouth_box}")
+        if self.embed_dim < 1 or self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("lipsync.train: embed_dim, epochs >= 1 and batch_size >= 2 (batch norm) needed")
+
+    @property
+    def mouth_channels_in(self) -> int:
+        return 1 if self.grey else RGB_CHANNELS
+
+    @property
+    def mouth_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one mouth patch."""
+        return (self.mouth_channels_in, self.mouth_size // 2, self.mouth_size)
+
+
+@dataclass(frozen=True)
+class LipSyncStageConfig:
+    """`audio.lipsync` of oof.py: off by default (and then in no hash); it needs `audio.enabled`,
+    whose windows (audio.features) and thread count (audio.num_threads) it uses."""
+
+    enabled: bool = False
+    learner: str = LEARNER  # its name in frame_preds and the stack's tables
+    train: LipSyncTrainConfig = LipSyncTrainConfig()
+
+
+def mouth_patch(crop: np.ndarray, cfg: LipSyncTrainConfig) -> np.ndarray:
+    """(C, size/2, size) float32 in [0, 1]: the mouth box of an (H, W, 3) uint8 RGB face crop,
+    resized (area interpolation: a downscale that averages, no aliasing) and grey unless cfg says not."""
+    h, w = crop.shape[:2]
+    top, bottom, left, right = cfg.mouth_box
+    box = crop[int(round(top * h)):max(int(round(bottom * h)), int(round(top * h)) + 1),
+               int(round(left * w)):max(int(round(right * w)), int(round(left * w)) + 1)]
+    size = (cfg.mouth_size, cfg.mouth_size // 2)  # cv2: (width, height)
+    lower = cv2.resize(np.ascontiguousarray(box), size, interpolation=cv2.INTER_AREA).astype(np.float32) / PIXEL_SCALE
+    if cfg.grey:
+        return (lower @ np.asarray(GREY_WEIGHTS, np.float32))[None]
+    return np.ascontiguousarray(lower.transpose(2, 0, 1))
+
+
+def mouth_patches(crops, cfg: LipSyncTrainConfig) -> torch.Tensor:
+    """(N, C, size/2, size) of a sequence of crops (a CropSource reads one at a time: only the small
+    patches are held)."""
+    out = np.empty((len(crops), *cfg.mouth_shape), np.float32)
+    for i in range(len(crops)):
+        out[i] = mouth_patch(crops[i], cfg)
+    return torch.from_numpy(out)
+
+
+def _pooled(n: int, n_blocks: int) -> int:
+    for _ in range(n_blocks):
+        n = math.ceil(n / POOL)
+    return n
+
+
+class LipSyncNet(nn.Module):
+    """(mouth (B, C, h, w), log-mel (B, n_mels, t)) -> one logit (see the module docstring)."""
+
+    HEAD_PREFIXES = ("head.", "logit_offset")
+
+    def __init__(self, n_mels: int, n_time: int, cfg: LipSyncTrainConfig):
+        super().__init__()
+        self.n_mels, self.n_time, self.mouth_shape = n_mels, n_time, cfg.mouth_shape
+        c, h, w = cfg.mouth_shape
+        mw, aw = (c, *cfg.mouth_channels), (1, *cfg.audio_channels)
+        self.mouth_norm = nn.BatchNorm2d(c)
+        self.mouth = nn.Sequential(*(conv_block(a, b) for a, b in zip(mw[:-1], mw[1:])))
+        n_mouth = cfg.mouth_channels[-1] * _pooled(h, len(cfg.mouth_channels)) * _pooled(w, len(cfg.mouth_channels))
+        self.mouth_embed = nn.Sequential(nn.Flatten(), nn.Linear(n_mouth, cfg.embed_dim), nn.ReLU(inplace=True))
+        self.audio_norm = nn.BatchNorm1d(n_mels)  # per band: loudness per band over the batch
+        self.audio = nn.Sequential(*(conv_block(a, b) for a, b in zip(aw[:-1], aw[1:])))
+        n_audio = cfg.audio_channels[-1] * _pooled(n_time, len(cfg.audio_channels))
+        self.audio_embed = nn.Sequential(nn.Flatten(), nn.Linear(n_audio, cfg.embed_dim), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Dropout(cfg.drop_rate), nn.Linear(2 * cfg.embed_dim, cfg.embed_dim),
+                                  nn.ReLU(inplace=True), nn.Linear(cfg.embed_dim, 1))
+        self.register_buffer("logit_offset", torch.zeros(()))
+
+    def forward(self, mouth: torch.Tensor, mel: torch.Tensor) -> torch.Tensor:
+        if tuple(mouth.shape[1:]) != self.mouth_shape or tuple(mel.shape[1:]) != (self.n_mels, self.n_time):
+            raise ValueError(f"LipSyncNet wants mouths (B, {self.mouth_shape}) and log-mel (B, {self.n_mels}, "
+                             f"{self.n_time}), got {tuple(mouth.shape)} and {tuple(mel.shape)}")
+        m = self.mouth_embed(self.mouth(self.mouth_norm(mouth)))
+        a = self.audio(self.audio_norm(mel).unsqueeze(1)).mean(dim=2)  # (B, C, t'): time kept
+        return self.head(torch.cat([m, self.audio_embed(a)], dim=1)).squeeze(-1) + self.logit_offset
+
+
+def build_lipsync_net(n_mels: int, n_time: int, cfg: LipSyncTrainConfig) -> LipSyncNet:
+    torch.manual_seed(cfg.seed)  # initial weights are part of the result
+    return LipSyncNet(n_mels, n_time, cfg)
+
+
+def load_lipsync_net(path: Path | str, n_mels: int, n_time: int, cfg: LipSyncTrainConfig) -> LipSyncNet:
+    """A fold model back from its state dict (weights_only: a checkpoint is data), in eval mode."""
+    model = LipSyncNet(n_mels, n_time, cfg)
+    model.load_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def fit_lipsync(mouth: torch.Tensor, mel: torch.Tensor, labels: np.ndarray, cfg: LipSyncTrainConfig
+                ) -> tuple[LipSyncNet, list[dict]]:
+    """Train on paired (mouth, log-mel) samples with 0/1 labels; (model in eval mode, per-epoch loss)."""
+    if not len(mouth) == len(mel) == len(labels) or len(mel) == 0:
+        raise ValueError(f"fit_lipsync: {len(mouth)} mouths, {len(mel)} windows, {len(labels)} labels")
+    model = build_lipsync_net(mel.shape[1], mel.shape[2], cfg)
+    y = torch.as_tensor(np.asarray(labels, np.float32))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    total_steps = cfg.epochs * math.ceil(len(mel) / cfg.batch_size)
+    loss_fn, history, step = nn.BCEWithLogitsLoss(), [], 0
+    model.train()
+    for epoch in range(cfg.epochs):
+        order, total = torch.randperm(len(mel), generator=gen), 0.0
+        for start in range(0, len(mel), cfg.batch_size):
+            batch = order[start:start + cfg.batch_size]
+            if len(batch) < 2:  # batch norm cannot train on one sample
+                continue
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, total_steps, cfg)
+            loss = loss_fn(model(mouth[batch], mel[batch]), y[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, step = total + loss.item() * len(batch), step + 1
+        history.append({"epoch": epoch, "train_loss": total / len(mel)})
+        log.debug("lipsync epoch %d: loss %.4f", epoch, history[-1]["train_loss"])
+    return model.eval(), history
+
+
+@torch.no_grad()
+def predict_lipsync_logits(model: LipSyncNet, mouth: torch.Tensor, mel: torch.Tensor, batch_size: int = 256
+                           ) -> np.ndarray:
+    """Logits (N,) of paired samples, in batches, in eval mode."""
+    model.eval()
+    out = [model(mouth[i:i + batch_size], mel[i:i + batch_size]) for i in range(0, len(mel), batch_size)]
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def train_predict_fold(mouth: torch.Tensor, mel: torch.Tensor, index: pd.DataFrame, labels: pd.Series,
+                       train_videos, predict_videos, fold: int, cfg: LipSyncTrainConfig, learner: str = LEARNER
+                       ) -> tuple[LipSyncNet, pd.DataFrame, list[dict]]:
+    """One fold: train on the samples of `train_videos` (labels: video_id -> 0/1), predict those of
+    `predict_videos` (the held-out fold); a video in both is refused. (model, rows, history); the
+    rows are base_learners.audio.window_preds rows (frame-prediction columns, face_idx 0)."""
+    vids = index["video_id"].astype(str)
+    train = vids.isin(set(map(str, train_videos))).to_numpy()
+    held = vids.isin(set(map(str, predict_videos))).to_numpy()
+    if set(vids[train]) & set(vids[held]):
+        raise ValueError("lipsync train_predict_fold: a video is in both the training and the predicted set")
+    y = labels.rename(index=str).reindex(vids[train]).to_numpy(dtype=np.float64)
+    if np.isnan(y).any():
+        raise ValueError("lipsync train_predict_fold: a training sample's video has no label")
+    rows = torch.from_numpy(np.flatnonzero(train))
+    model, history = fit_lipsync(mouth[rows], mel[rows], y, cfg)
+    held_rows = torch.from_numpy(np.flatnonzero(held))
+    logits = predict_lipsync_logits(model, mouth[held_rows], mel[held_rows], cfg.predict_batch_size)
+    return model, window_preds(index.iloc[held_rows.numpy()], logits, fold, learner), history

@@ -1,0 +1,148 @@
+"""The lip-sync stage of oof.py: face crops x soundtrack windows -> `lipsync` per fold -> frame_preds rows.
+
+Why it looks like this:
+
+* **The audio stage's pieces, not a copy of them** (base_learners.audio_oof): the same decoded
+  soundtracks (features.audio's cache, keyed by the same AudioConfig, so nothing is decoded twice),
+  the same window cutting, the same grouped folds and fold split, the same unit folders (checkpoint,
+  rows, then the marker), the same test-time mean over fold models (`combine`), the same units rows.
+* **Samples are the face stage's frames that have both a face and a window**: face_idx 0 of each
+  sampled frame the face stage cropped, with the window features.audio centres on that frame
+  (`audio_table(frames=...)`: the face stage's own frame indices). A frame without a face, or a
+  video whose audio_status is not `ok`, gives no sample and so no row: its `lipsync__*` features are
+  NaN, as the soundtrack learner's are for a silent video. Every video stays in every table;
+  audio_status and face_status already say why one has no rows.
+* **Crops read one at a time and shrunk at once** (base_learners.lipsync.mouth_patches over a
+  CropSource): only the small mouth patches are held, never the crops.
+* **A unit is keyed by everything that decides it**: the audio windows' config, the lip-sync train
+  config, the learner, the fold, the samples with their labels and folds, the audio cache's and the
+  crop cache's folder names. A rerun loads finished units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from base_learners.audio import window_preds
+from base_learners.audio_oof import (
+    AUDIO_CACHE_DIR,
+    ROLE_OOF,
+    ROLE_TEST,
+    WINDOW_KEY,
+    AudioStageConfig,
+    combine,
+    fold_split,
+    load_unit,
+    save_unit,
+    torch_threads,
+    unit_info,
+    unit_seed,
+    video_labels,
+    window_table,
+)
+from base_learners.lipsync import LipSyncNet, mouth_patches, predict_lipsync_logits, train_predict_fold
+from features.audio import audio_table, collect_windows, log_mel
+from features.common import config_hash
+from features.contract import unit_name
+from features.faces.source import CropSource
+
+log = logging.getLogger(__name__)
+
+UNITS_DIR = "lipsync_units"  # under workdir/oof, beside the audio stage's
+FACE_IDX = 0  # the face the face stage ranks first in a frame: the speaker, in a one-person video
+
+
+@dataclass
+class LipSyncStageResult:
+    preds: pd.DataFrame  # FRAME_PREDS_COLUMNS rows of the lip-sync learner (OOF and test)
+    units: list[dict] = field(default_factory=list)  # each fold unit's metrics.json, with its folder (`dir`)
+    n_samples: dict = field(default_factory=dict)  # video_id -> paired samples (absent: none)
+
+
+@dataclass
+class Samples:
+    """The paired inputs: row i is (mouths[i], mel[i]) with table row i (WINDOW_KEY, label, fold)."""
+
+    table: pd.DataFrame
+    mouths: torch.Tensor
+    mel: torch.Tensor
+    cache_keys: tuple[str, str]  # the audio cache's and the crop cache's folder names (in the units' keys)
+
+
+def paired_samples(videos: pd.DataFrame, folds: pd.DataFrame, frames: pd.DataFrame, crops_dir: Path | str,
+                   cfg: AudioStageConfig, workdir: Path) -> Samples:
+    """One sample per frame with face FACE_IDX and an audio window centred on it (see the module docstring)."""
+    faces = frames.loc[frames["face_idx"] == FACE_IDX, ["video_id", "frame_idx", "crop_idx"]].astype({"video_id": str})
+    decoded = audio_table(videos, cfg.features, Path(workdir) / AUDIO_CACHE_DIR, frames=faces)
+    windows, index = collect_windows(decoded, cfg.features)
+    index = index.astype({"video_id": str, "frame_idx": "int64"}).reset_index(drop=True)
+    faces = faces.astype({"frame_idx": "int64"})
+    paired = index.merge(faces, on=["video_id", "frame_idx"], how="left", validate="one_to_one")
+    if paired["crop_idx"].isna().any():  # audio_table was given exactly these frames
+        raise ValueError("lipsync: an audio window at a frame the face stage did not crop")
+    tcfg = cfg.lipsync.train
+    mouths = mouth_patches(CropSource.from_table(paired.astype({"crop_idx": "int64"}), crops_dir), tcfg)
+    table = window_table(paired[WINDOW_KEY], videos, folds)
+    return Samples(table, mouths, log_mel(windows, cfg.features), (decoded.audio_dir.name, Path(crops_dir).name))
+
+
+def fold_test_rows(model: LipSyncNet, samples: Samples, rows: np.ndarray, fold: int, learner: str,
+                   batch_size: int) -> pd.DataFrame:
+    """One fold model's rows (role test) for samples of videos outside every fold; `combine`
+    averages them over the folds, as for the soundtrack learner (docs/design.md rule 4)."""
+    at = torch.from_numpy(rows)
+    logits = predict_lipsync_logits(model, samples.mouths[at], samples.mel[at], batch_size)
+    return window_preds(samples.table.iloc[rows][WINDOW_KEY], logits, fold, learner).assign(role=ROLE_TEST)
+
+
+def run_fold(samples: Samples, fold: int, cfg: AudioStageConfig, units_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """(prediction rows with `role`, metrics) of one fold unit: trained, or loaded when finished."""
+    lcfg = cfg.lipsync
+    table = samples.table
+    key = config_hash(cfg.features, lcfg.train, lcfg.learner, fold, table[WINDOW_KEY + ["label", "fold"]],
+                     *samples.cache_keys)
+    folder = units_dir / f"{lcfg.learner}-{unit_name(fold)}-{key}"
+    done = load_unit(folder)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    split = fold_split(table, fold)
+    tcfg = dataclasses.replace(lcfg.train, seed=unit_seed(lcfg.train.seed, lcfg.learner, fold))
+    with torch_threads(cfg.num_threads):
+        model, oof, history = train_predict_fold(samples.mouths, samples.mel, table[WINDOW_KEY], video_labels(table),
+                                                 split.train_ids, table.loc[split.held, "video_id"].unique(), fold,
+                                                 tcfg, lcfg.learner)
+        tested = fold_test_rows(model, samples, np.flatnonzero(split.test), fold, lcfg.learner, tcfg.predict_batch_size)
+    rows = pd.concat([oof.assign(role=ROLE_OOF), tested], ignore_index=True)
+    return save_unit(folder, model, rows, unit_info(lcfg.learner, fold, key, tcfg.seed, split, history,
+                                                    time.perf_counter() - t0))
+
+
+def run_lipsync_stage(videos: pd.DataFrame, folds: pd.DataFrame, frames: pd.DataFrame, crops_dir: Path | str,
+                      cfg: AudioStageConfig, workdir: Path, progress: bool = True) -> LipSyncStageResult:
+    """Pair each sampled face with its soundtrack window and run (or load) one lipsync unit per fold
+    (`frames`: the face stage's frames table, `crops_dir`: its crop cache)."""
+    samples = paired_samples(videos, folds, frames, crops_dir, cfg, workdir)
+    counts = samples.table["video_id"].value_counts().to_dict()
+    log.info("lipsync: %d samples from %d of %d videos", len(samples.table), len(counts), len(videos))
+    if not samples.table["fold"].notna().any():
+        log.warning("lipsync: no labelled video has both a face and a usable soundtrack; %s gets no predictions",
+                    cfg.lipsync.learner)
+        return LipSyncStageResult(combine([]), [], counts)
+    units_dir = Path(workdir) / "oof" / UNITS_DIR
+    rows, infos = [], []
+    fold_ids = sorted(int(k) for k in folds["fold"].dropna().unique())
+    for fold in tqdm(fold_ids, desc=f"{cfg.lipsync.learner} folds", unit="unit", disable=not progress):
+        preds, info = run_fold(samples, fold, cfg, units_dir)
+        rows.append(preds)
+        infos.append(info)
+    return LipSyncStageResult(combine(rows), infos, counts)
