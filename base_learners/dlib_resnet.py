@@ -468,9 +468,11 @@ class DlibResNetLearner(nn.Module):
         if input_size != CHIP_SIZE:
             raise ValueError(f"dlib_resnet: the pretrained trunk takes {CHIP_SIZE} px chips; "
                              f"got input_size {input_size}")
-        if frozen and not pretrained:
-            raise ValueError("dlib_resnet: variant 'frozen' keeps the pretrained trunk fixed; "
-                             "it needs pretrained: true")
+        # a frozen random trunk loads (a fold checkpoint brings the trained weights: the packaged
+        # detector builds learners with pretrained false) but must not train: base_learners.train
+        # and oof.py's learner check refuse a model whose `untrainable` says why
+        self.untrainable = ("dlib_resnet: variant 'frozen' keeps the pretrained trunk fixed; it needs "
+                            "pretrained: true") if frozen and not pretrained else None
         self.backbone = load_dlib_resnet() if pretrained else DlibFaceNet()
         self.backbone.fc.requires_grad_(False)
         self.frozen = frozen
@@ -488,11 +490,12 @@ class DlibResNetLearner(nn.Module):
         return FEATURE_DIM
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 256) pooled trunk features (a sequence learner's per-frame features too); without
-        gradient through a frozen trunk, which also saves its activations' memory."""
+        """(B, 256) pooled trunk features (a sequence learner's per-frame features too); while
+        training, without gradient through a frozen trunk, which also saves its activations' memory
+        (in eval mode gradients flow, so Grad-CAM can read the trunk's maps)."""
         if tuple(x.shape[-2:]) != (CHIP_SIZE, CHIP_SIZE):
             raise ValueError(f"dlib_resnet takes {CHIP_SIZE}x{CHIP_SIZE} inputs, got {tuple(x.shape[-2:])}")
-        if self.frozen:
+        if self.frozen and self.training:
             with torch.no_grad():
                 return self.backbone.features(x)
         return self.backbone.features(x)

@@ -458,6 +458,8 @@ def fit(
     patience 0 the inner split is only monitored.
     """
     validate(cfg)
+    if getattr(model, "untrainable", None):  # a setting it can be loaded with, not trained with
+        raise ValueError(model.untrainable)
     labels, groups = np.asarray(labels).astype(np.float32), np.asarray(groups)
     _check_fit_inputs(crops, labels, groups)
     if cfg.target == SELF_BLENDED:  # reals only; their blends are the positives

@@ -37,7 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
+from base_learners.timm_learners import PretrainedUnavailableError
 from benchmarks import breakdown
 from features.aggregate import SEP
 from meta.evaluate import outer_cv
@@ -46,7 +48,7 @@ from meta.metrics import log_loss, score
 from meta.resampling import DEFAULT_REPLICATES, bootstrap_log_losses, interval, mean_off_diagonal, within_class_error_correlation
 from meta.selection import BASELINE_METAS, FINAL_STAGE
 from pipelines import oof, stack
-from pipelines.config import WORK_DIR, add_config_args, build_config
+from pipelines.config import WORK_DIR, add_config_args, build_config, exit_on_user_error
 
 REAL_PROFILE = "real"
 BENCH_DIR = "bench_real"  # under the workdir
@@ -301,9 +303,18 @@ def print_why(X: pd.DataFrame, preds: dict[str, np.ndarray], learners: list[str]
     print(f"\nwithin-class error correlation (pooled, mean over pairs) by face width ({source}):")
     print(correlation_by_width(y, probs, widths).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
+STAGE_ERRORS = (stack.StackInputError, PretrainedUnavailableError, MlflowException)  # besides config errors
 
-def run_stages(args) -> tuple[stack.StackResult, dict[str, float]]:
-    """oof (unless a finished run is named) and stack; returns the stack result and the times."""
+
+def run_stages(args, prog: str = "benchmarks.real") -> tuple[stack.StackResult, dict[str, float]]:
+    """oof (unless a finished run is named) and stack; returns the stack result and the times. A
+    user's mistake (a bad --set, a corpus too small for the profile's inner CV) ends with one line
+    and exit status 2, as in oof.py and stack.py."""
+    with exit_on_user_error(prog, STAGE_ERRORS):
+        return _run_stages(args)
+
+
+def _run_stages(args) -> tuple[stack.StackResult, dict[str, float]]:
     workdir = Path(args.workdir) if args.workdir else WORK_DIR
     times: dict[str, float] = {}
     stack_cfg = build_config(stack.StackConfig, "stack", args.profile, args.stack_overrides)

@@ -197,7 +197,9 @@ def check_learners(learners: dict[str, LearnerConfig]) -> None:
     face stage."""
     for key, lcfg in learners.items():
         try:
-            build_learner(lcfg)
+            model = build_learner(lcfg)
+            if getattr(model, "untrainable", None):  # loads from a checkpoint, cannot train
+                raise ValueError(model.untrainable)
         except (KeyError, ValueError) as err:
             raise ConfigError(f"learners.{key}: {err.args[0] if err.args else err}") from None
 

@@ -251,3 +251,14 @@ def test_breakdown_per_method_pairs_and_subset_stacks():
     assert pairs == [("best stack: x", "best stack [sup]"), ("meso_sbi", "meso")]
     cmp = breakdown.paired(y, groups, {"good": good, "noisy": noisy}, [("good", "noisy")], n_replicates=200)
     assert cmp.loc[0, "ratio_hi"] < 1.0 and cmp.loc[0, "diff_lo"] > 0  # the clean scores beat the noisy ones
+
+
+def test_a_bad_setting_ends_the_benchmark_with_one_line_and_status_2(tmp_path, capsys):
+    from benchmarks import real
+
+    with pytest.raises(SystemExit) as err:
+        real.main(["--profile", "demo", "--set", "train.epochs=abc", "--workdir", str(tmp_path)])
+    assert err.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("benchmarks.real: error:") and "train.epochs" in lines[-1]
+    assert not any("Traceback" in line for line in lines)

@@ -16,11 +16,12 @@ dlib = pytest.importorskip("dlib")
 from unit_data import SIZE, make_crops, make_tables, write_cache  # noqa: E402
 
 from base_learners.dlib_resnet import CHIP_SIZE, PIXEL_MEAN, PIXEL_SCALE, load_dlib_resnet  # noqa: E402
+from base_learners.explain import MapConfig, face_maps  # noqa: E402
 from base_learners.oof import run_oof  # noqa: E402
 from base_learners.registry import LearnerConfig, build_learner, learner_key  # noqa: E402
 from base_learners.train import TrainConfig, _to_input, fit, predict_logits  # noqa: E402
 from base_learners.views import AlignedCrops, source_landmarks, view_crops  # noqa: E402
-from features.common import config_hash  # noqa: E402
+from features.common import ConfigError, config_hash  # noqa: E402
 from features.contract import FACE_KEY, frames_table  # noqa: E402
 from features.faces import cache  # noqa: E402
 from features.faces import dlib_models as dm  # noqa: E402
@@ -29,6 +30,7 @@ from features.faces.detect import DLIB_DET_PROB, DlibDetector, crop_face, crop_l
 from features.faces.extract import cache_fields, extract_faces  # noqa: E402
 from features.faces.images import import_faces  # noqa: E402
 from features.faces.source import CropSource  # noqa: E402
+from pipelines.oof import check_learners  # noqa: E402
 
 FRAME_SIZE = (256, 192)  # (w, h): faces of ~60 px, in HOG's range with one upsample
 LANDMARK_TOLERANCE = 3.0  # px at CROP: the same points predicted on the frame and on its crop
@@ -204,8 +206,19 @@ def test_pretrained_trunk_and_frozen_variant():
     assert trained == {"out.weight", "out.bias"}
     with pytest.raises(ValueError, match="150"):
         build_learner(LearnerConfig("dlib_resnet", input_size=64))
-    with pytest.raises(ValueError, match="pretrained"):
-        build_learner(LearnerConfig("dlib_resnet", variant="frozen", input_size=CHIP_SIZE))
+    # without pretrained weights a frozen trunk loads a fold checkpoint (the packaged detector and the
+    # explanations build it so) but refuses to train, in fit and in oof.py's check before any work
+    loader = build_learner(LearnerConfig("dlib_resnet", variant="frozen", input_size=CHIP_SIZE))
+    loader.load_state_dict(frozen.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(loader.eval()(x), frozen.eval()(x))
+    crops = np.zeros((4, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
+    maps = face_maps([loader], crops[:2], MapConfig())  # Grad-CAM reads the frozen trunk in eval mode
+    assert maps.shape[0] == 2 and np.isfinite(maps).all()
+    with pytest.raises(ValueError, match="needs pretrained: true"):
+        fit(loader, crops, np.array([0, 1, 0, 1]), np.arange(4), TrainConfig(epochs=1, device="cpu"), progress=False)
+    with pytest.raises(ConfigError, match="learners.dlib_frozen: .*needs pretrained: true"):
+        check_learners({"dlib_frozen": LearnerConfig("dlib_resnet", variant="frozen", input_size=CHIP_SIZE)})
     with pytest.raises(ValueError, match="finetune, frozen"):
         build_learner(LearnerConfig("dlib_resnet", variant="big", input_size=CHIP_SIZE))
 
