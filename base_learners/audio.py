@@ -122,28 +122,38 @@ def fit_audio_cnn(mel: torch.Tensor, labels: np.ndarray, cfg: AudioTrainConfig) 
     if len(mel) != len(labels) or len(mel) == 0:
         raise ValueError(f"fit_audio_cnn: {len(mel)} windows, {len(labels)} labels")
     model = build_audio_cnn(mel.shape[1], cfg)
+    return model, fit_binary(model, (mel,), labels, cfg, "audio cnn")
+
+
+def fit_binary(model: nn.Module, inputs: tuple[torch.Tensor, ...], labels: np.ndarray, cfg, name: str) -> list[dict]:
+    """The sound learners' training loop (this one's and base_learners.lipsync's): AdamW, the cosine
+    schedule `lr_at`, batch order from cfg.seed, BCE of model(*batch inputs) against 0/1 labels.
+    `cfg` has lr, weight_decay, seed, epochs, batch_size, min_lr_frac. Returns the per-epoch loss;
+    the model is left in eval mode."""
+    n = len(labels)
     y = torch.as_tensor(np.asarray(labels, np.float32))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    steps_per_epoch = math.ceil(len(mel) / cfg.batch_size)
+    total_steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     loss_fn, history, step = nn.BCEWithLogitsLoss(), [], 0
     model.train()
     for epoch in range(cfg.epochs):
-        order, total = torch.randperm(len(mel), generator=gen), 0.0
-        for start in range(0, len(mel), cfg.batch_size):
+        order, total = torch.randperm(n, generator=gen), 0.0
+        for start in range(0, n, cfg.batch_size):
             batch = order[start:start + cfg.batch_size]
-            if len(batch) < 2:  # batch norm cannot train on one window
+            if len(batch) < 2:  # batch norm cannot train on one sample
                 continue
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg.epochs * steps_per_epoch, cfg)
-            loss = loss_fn(model(mel[batch]), y[batch])
+                group["lr"] = lr_at(step, total_steps, cfg)
+            loss = loss_fn(model(*(x[batch] for x in inputs)), y[batch])
             opt.zero_grad()
             loss.backward()
             opt.step()
             total, step = total + loss.item() * len(batch), step + 1
-        history.append({"epoch": epoch, "train_loss": total / len(mel)})
-        log.debug("audio cnn epoch %d: loss %.4f", epoch, history[-1]["train_loss"])
-    return model.eval(), history
+        history.append({"epoch": epoch, "train_loss": total / n})
+        log.debug("%s epoch %d: loss %.4f", name, epoch, history[-1]["train_loss"])
+    model.eval()
+    return history
 
 
 @torch.no_grad()

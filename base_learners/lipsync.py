@@ -15,7 +15,11 @@ Why it looks like this:
   the time positions are kept, so where in the window the energy sits (at its centre, the frame's
   instant, or beside it) reaches the head. What the spectrum says about the voice is the soundtrack
   learner's job (base_learners.audio); this one is built to read timing.
-* **Labels are the video's**, as for every learner: the stack sorts out which fakes it can see.
+* **Two targets** (`target`): `label`, the video's label as for every learner (the stack sorts out
+  which fakes it can see), or `sync`, self-supervised from real videos alone (in sync: the frame's
+  own window; out of sync: a window from elsewhere; base_learners.lipsync_sync), whose output is
+  P(out of sync) of each frame's aligned pair. `audio_input: envelope` feeds the audio stream only the
+  loudness over time (mean over the mel bands), so it cannot read the voice's spectrum.
 * **Small on purpose**: a few tens of thousands of weights; the sound corpus's folds train in
   seconds on one CPU thread. Deterministic for a seed and a thread count (seeded init, dropout and
   batch order), like the audio CNN, whose conv block and learning-rate schedule it shares.
@@ -34,7 +38,20 @@ import pandas as pd
 import torch
 from torch import nn
 
-from base_learners.audio import conv_block, lr_at, window_preds
+from base_learners.audio import conv_block, fit_binary, window_preds
+from base_learners.lipsync_sync import (
+    AUDIO_ENVELOPE,
+    AUDIO_INPUTS,
+    AUDIO_MEL,
+    SYNC_MIN_GAP_S,
+    SYNC_NEGATIVES,
+    TARGET_LABEL,
+    TARGET_SYNC,
+    TARGETS,
+    real_videos,
+    sync_pairs,
+)
+from features.common import added_field
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +82,15 @@ class LipSyncTrainConfig:
     weight_decay: float = 1e-2
     min_lr_frac: float = 0.05  # cosine decay to lr * min_lr_frac
     seed: int = 0
+    # what it learns (base_learners.lipsync_sync): `label` the video's label, `sync` in vs out of sync
+    # from real videos alone; the fields below are added ones (keyed only off their defaults)
+    target: str = added_field(TARGET_LABEL)
+    sync_min_gap_s: float = added_field(SYNC_MIN_GAP_S)  # a negative's window centre this far or more away
+    sync_negatives: int = added_field(SYNC_NEGATIVES)  # negatives per positive
+    sync_cross_share: float = added_field(0.0)  # share of negatives from another real video
+    audio_input: str = added_field(AUDIO_MEL)  # `envelope`: only the loudness over time reaches the net
+    per_video_centred: bool = added_field(False)  # subtract each video's mean mouth and sound (its identity, its loudness)
+    audio_span_s: float = added_field(0.0)  # > 0: only this much sound, centred on the frame's instant (0: the window)
 
     def __post_init__(self) -> None:
         if self.mouth_size < 2 * POOL ** len(self.mouth_channels) or not self.mouth_channels or not self.audio_channels:
@@ -75,6 +101,13 @@ class LipSyncTrainConfig:
             raise ValueError(f"lipsync.train.mouth_box: need 0 <= top < bottom <= 1, 0 <= left < right <= 1; got {self.mouth_box}")
         if self.embed_dim < 1 or self.epochs < 1 or self.batch_size < 2:
             raise ValueError("lipsync.train: embed_dim, epochs >= 1 and batch_size >= 2 (batch norm) needed")
+        if self.target not in TARGETS or self.audio_input not in AUDIO_INPUTS:
+            raise ValueError(f"lipsync.train: target must be one of {TARGETS}, audio_input one of {AUDIO_INPUTS}; "
+                             f"got {self.target!r}, {self.audio_input!r}")
+        if self.audio_span_s < 0:
+            raise ValueError(f"lipsync.train.audio_span_s must be >= 0, got {self.audio_span_s}")
+        if self.sync_min_gap_s <= 0 or self.sync_negatives < 1 or not 0 <= self.sync_cross_share <= 1:
+            raise ValueError("lipsync.train: sync_min_gap_s > 0, sync_negatives >= 1, 0 <= sync_cross_share <= 1 needed")
 
     @property
     def mouth_channels_in(self) -> int:
@@ -133,13 +166,15 @@ class LipSyncNet(nn.Module):
     def __init__(self, n_mels: int, n_time: int, cfg: LipSyncTrainConfig):
         super().__init__()
         self.n_mels, self.n_time, self.mouth_shape = n_mels, n_time, cfg.mouth_shape
+        self.envelope = cfg.audio_input == AUDIO_ENVELOPE
+        n_bands = 1 if self.envelope else n_mels
         c, h, w = cfg.mouth_shape
         mw, aw = (c, *cfg.mouth_channels), (1, *cfg.audio_channels)
         self.mouth_norm = nn.BatchNorm2d(c)
         self.mouth = nn.Sequential(*(conv_block(a, b) for a, b in zip(mw[:-1], mw[1:])))
         n_mouth = cfg.mouth_channels[-1] * _pooled(h, len(cfg.mouth_channels)) * _pooled(w, len(cfg.mouth_channels))
         self.mouth_embed = nn.Sequential(nn.Flatten(), nn.Linear(n_mouth, cfg.embed_dim), nn.ReLU(inplace=True))
-        self.audio_norm = nn.BatchNorm1d(n_mels)  # per band: loudness per band over the batch
+        self.audio_norm = nn.BatchNorm1d(n_bands)  # per band: loudness per band over the batch
         self.audio = nn.Sequential(*(conv_block(a, b) for a, b in zip(aw[:-1], aw[1:])))
         n_audio = cfg.audio_channels[-1] * _pooled(n_time, len(cfg.audio_channels))
         self.audio_embed = nn.Sequential(nn.Flatten(), nn.Linear(n_audio, cfg.embed_dim), nn.ReLU(inplace=True))
@@ -152,6 +187,8 @@ class LipSyncNet(nn.Module):
             raise ValueError(f"LipSyncNet wants mouths (B, {self.mouth_shape}) and log-mel (B, {self.n_mels}, "
                              f"{self.n_time}), got {tuple(mouth.shape)} and {tuple(mel.shape)}")
         m = self.mouth_embed(self.mouth(self.mouth_norm(mouth)))
+        if self.envelope:  # the window's loudness over time: its timing without its spectrum
+            mel = mel.mean(dim=1, keepdim=True)
         a = self.audio(self.audio_norm(mel).unsqueeze(1)).mean(dim=2)  # (B, C, t'): time kept
         return self.head(torch.cat([m, self.audio_embed(a)], dim=1)).squeeze(-1) + self.logit_offset
 
@@ -174,28 +211,7 @@ def fit_lipsync(mouth: torch.Tensor, mel: torch.Tensor, labels: np.ndarray, cfg:
     if not len(mouth) == len(mel) == len(labels) or len(mel) == 0:
         raise ValueError(f"fit_lipsync: {len(mouth)} mouths, {len(mel)} windows, {len(labels)} labels")
     model = build_lipsync_net(mel.shape[1], mel.shape[2], cfg)
-    y = torch.as_tensor(np.asarray(labels, np.float32))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    total_steps = cfg.epochs * math.ceil(len(mel) / cfg.batch_size)
-    loss_fn, history, step = nn.BCEWithLogitsLoss(), [], 0
-    model.train()
-    for epoch in range(cfg.epochs):
-        order, total = torch.randperm(len(mel), generator=gen), 0.0
-        for start in range(0, len(mel), cfg.batch_size):
-            batch = order[start:start + cfg.batch_size]
-            if len(batch) < 2:  # batch norm cannot train on one sample
-                continue
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, total_steps, cfg)
-            loss = loss_fn(model(mouth[batch], mel[batch]), y[batch])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total, step = total + loss.item() * len(batch), step + 1
-        history.append({"epoch": epoch, "train_loss": total / len(mel)})
-        log.debug("lipsync epoch %d: loss %.4f", epoch, history[-1]["train_loss"])
-    return model.eval(), history
+    return model, fit_binary(model, (mouth, mel), labels, cfg, "lipsync")
 
 
 @torch.no_grad()
@@ -207,22 +223,42 @@ def predict_lipsync_logits(model: LipSyncNet, mouth: torch.Tensor, mel: torch.Te
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
+def fit_sync(mouth: torch.Tensor, mel: torch.Tensor, video_ids: np.ndarray, centre_s: np.ndarray | None,
+             rows: np.ndarray, cfg: LipSyncTrainConfig) -> tuple[LipSyncNet, list[dict]]:
+    """Train on in-sync and out-of-sync pairs of the samples `rows` (all of real videos), drawn by
+    base_learners.lipsync_sync.sync_pairs from cfg's seed: the target `sync`."""
+    if centre_s is None or len(centre_s) != len(mel):
+        raise ValueError("lipsync target sync: needs each sample's window centre (seconds into its track)")
+    pairs = sync_pairs(video_ids, centre_s, rows, cfg.sync_min_gap_s, cfg.sync_negatives, cfg.sync_cross_share,
+                       cfg.seed)
+    if not len(pairs.target):
+        raise ValueError(f"lipsync target sync: no real training video has windows {cfg.sync_min_gap_s} s apart")
+    at_mouth, at_window = torch.from_numpy(pairs.mouth_rows), torch.from_numpy(pairs.window_rows)
+    return fit_lipsync(mouth[at_mouth], mel[at_window], pairs.target, cfg)
+
+
 def train_predict_fold(mouth: torch.Tensor, mel: torch.Tensor, index: pd.DataFrame, labels: pd.Series,
-                       train_videos, predict_videos, fold: int, cfg: LipSyncTrainConfig, learner: str = LEARNER
-                       ) -> tuple[LipSyncNet, pd.DataFrame, list[dict]]:
-    """One fold: train on the samples of `train_videos` (labels: video_id -> 0/1), predict those of
-    `predict_videos` (the held-out fold); a video in both is refused. (model, rows, history); the
-    rows are base_learners.audio.window_preds rows (frame-prediction columns, face_idx 0)."""
+                       train_videos, predict_videos, fold: int, cfg: LipSyncTrainConfig, learner: str = LEARNER,
+                       centre_s: np.ndarray | None = None) -> tuple[LipSyncNet, pd.DataFrame, list[dict]]:
+    """One fold: train on the samples of `train_videos` (labels: video_id -> 0/1; target `sync`: of
+    its real ones only, paired by their window centres `centre_s`), predict those of
+    `predict_videos` (the held-out fold, aligned pairs); a video in both is refused. (model, rows,
+    history); the rows are base_learners.audio.window_preds rows (frame-prediction columns, face_idx 0)."""
     vids = index["video_id"].astype(str)
+    if cfg.target == TARGET_SYNC:
+        train_videos = real_videos(train_videos, labels)
     train = vids.isin(set(map(str, train_videos))).to_numpy()
     held = vids.isin(set(map(str, predict_videos))).to_numpy()
     if set(vids[train]) & set(vids[held]):
         raise ValueError("lipsync train_predict_fold: a video is in both the training and the predicted set")
-    y = labels.rename(index=str).reindex(vids[train]).to_numpy(dtype=np.float64)
-    if np.isnan(y).any():
-        raise ValueError("lipsync train_predict_fold: a training sample's video has no label")
-    rows = torch.from_numpy(np.flatnonzero(train))
-    model, history = fit_lipsync(mouth[rows], mel[rows], y, cfg)
+    if cfg.target == TARGET_SYNC:
+        model, history = fit_sync(mouth, mel, vids.to_numpy(), centre_s, np.flatnonzero(train), cfg)
+    else:
+        y = labels.rename(index=str).reindex(vids[train]).to_numpy(dtype=np.float64)
+        if np.isnan(y).any():
+            raise ValueError("lipsync train_predict_fold: a training sample's video has no label")
+        rows = torch.from_numpy(np.flatnonzero(train))
+        model, history = fit_lipsync(mouth[rows], mel[rows], y, cfg)
     held_rows = torch.from_numpy(np.flatnonzero(held))
     logits = predict_lipsync_logits(model, mouth[held_rows], mel[held_rows], cfg.predict_batch_size)
     return model, window_preds(index.iloc[held_rows.numpy()], logits, fold, learner), history

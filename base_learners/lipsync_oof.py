@@ -14,6 +14,10 @@ Why it looks like this:
   audio_status and face_status already say why one has no rows.
 * **Crops read one at a time and shrunk at once** (base_learners.lipsync.mouth_patches over a
   CropSource): only the small mouth patches are held, never the crops.
+* **Target `sync` trains on the real videos of the training folds only** (`trained_split`: the
+  unit's recorded train videos are those), pairing each mouth with windows by where the windows sit
+  in the track (`Samples.centre_s`, base_learners.lipsync_sync); held-out and test frames are
+  scored on their aligned pair, as with `label`.
 * **A unit is keyed by everything that decides it**: the audio windows' config, the lip-sync train
   config, the learner, the fold, the samples with their labels and folds, the audio cache's and the
   crop cache's folder names. A rerun loads finished units.
@@ -39,6 +43,7 @@ from base_learners.audio_oof import (
     ROLE_TEST,
     WINDOW_KEY,
     AudioStageConfig,
+    FoldSplit,
     combine,
     fold_split,
     load_unit,
@@ -50,6 +55,7 @@ from base_learners.audio_oof import (
     window_table,
 )
 from base_learners.lipsync import LipSyncNet, mouth_patches, predict_lipsync_logits, train_predict_fold
+from base_learners.lipsync_sync import TARGET_SYNC, around_instant, per_video_centred, real_videos, window_times
 from features.audio import audio_table, collect_windows, log_mel
 from features.common import config_hash
 from features.contract import unit_name
@@ -76,6 +82,7 @@ class Samples:
     mouths: torch.Tensor
     mel: torch.Tensor
     cache_keys: tuple[str, str]  # the audio cache's and the crop cache's folder names (in the units' keys)
+    centre_s: np.ndarray | None = None  # where each sample's audio input is centred, s into its track (`sync` pairs by it)
 
 
 def paired_samples(videos: pd.DataFrame, folds: pd.DataFrame, frames: pd.DataFrame, crops_dir: Path | str,
@@ -92,7 +99,25 @@ def paired_samples(videos: pd.DataFrame, folds: pd.DataFrame, frames: pd.DataFra
     tcfg = cfg.lipsync.train
     mouths = mouth_patches(CropSource.from_table(paired.astype({"crop_idx": "int64"}), crops_dir), tcfg)
     table = window_table(paired[WINDOW_KEY], videos, folds)
-    return Samples(table, mouths, log_mel(windows, cfg.features), (decoded.audio_dir.name, Path(crops_dir).name))
+    centre, instant = window_times(decoded, index, cfg.features.sample_rate, cfg.features.window_s)
+    mel = log_mel(windows, cfg.features)
+    if tcfg.audio_span_s > 0:  # only the sound around the frame's instant, centred on it
+        mel = around_instant(mel, instant - centre, cfg.features.hop_length / cfg.features.sample_rate,
+                             tcfg.audio_span_s)
+        centre = instant
+    if tcfg.per_video_centred:
+        vids = table["video_id"].to_numpy()
+        mouths, mel = per_video_centred(mouths, vids), per_video_centred(mel, vids)
+    return Samples(table, mouths, mel, (decoded.audio_dir.name, Path(crops_dir).name), centre)
+
+
+def trained_split(table: pd.DataFrame, fold: int, target: str) -> FoldSplit:
+    """fold_split, narrowed to the real videos for target `sync` (what the unit records and trains on)."""
+    split = fold_split(table, fold)
+    if target != TARGET_SYNC:
+        return split
+    reals = real_videos(split.train_ids, video_labels(table))
+    return dataclasses.replace(split, train=split.train & table["video_id"].isin(reals).to_numpy(), train_ids=reals)
 
 
 def fold_test_rows(model: LipSyncNet, samples: Samples, rows: np.ndarray, fold: int, learner: str,
@@ -115,12 +140,12 @@ def run_fold(samples: Samples, fold: int, cfg: AudioStageConfig, units_dir: Path
     if done is not None:
         return done
     t0 = time.perf_counter()
-    split = fold_split(table, fold)
+    split = trained_split(table, fold, lcfg.train.target)
     tcfg = dataclasses.replace(lcfg.train, seed=unit_seed(lcfg.train.seed, lcfg.learner, fold))
     with torch_threads(cfg.num_threads):
         model, oof, history = train_predict_fold(samples.mouths, samples.mel, table[WINDOW_KEY], video_labels(table),
                                                  split.train_ids, table.loc[split.held, "video_id"].unique(), fold,
-                                                 tcfg, lcfg.learner)
+                                                 tcfg, lcfg.learner, samples.centre_s)
         tested = fold_test_rows(model, samples, np.flatnonzero(split.test), fold, lcfg.learner, tcfg.predict_batch_size)
     rows = pd.concat([oof.assign(role=ROLE_OOF), tested], ignore_index=True)
     return save_unit(folder, model, rows, unit_info(lcfg.learner, fold, key, tcfg.seed, split, history,

@@ -19,6 +19,7 @@ import base_learners.lipsync_oof as LO
 from base_learners.audio import AudioTrainConfig
 from base_learners.lipsync import LipSyncStageConfig, LipSyncTrainConfig, fit_lipsync, mouth_patch, predict_lipsync_logits
 from base_learners.lipsync import train_predict_fold as train_lipsync_fold
+from base_learners.lipsync_sync import AUDIO_ENVELOPE, IN_SYNC, OUT_OF_SYNC, TARGET_SYNC, around_instant, per_video_centred, sync_pairs
 from features.aggregate import aggregate
 from features.audio import AudioConfig
 from features.common import ConfigError, result_dict, to_dict
@@ -319,3 +320,88 @@ def test_packaging_refuses_the_lipsync_learner(tmp_path):
     units = pd.DataFrame({"learner": ["lipsync"], "fold": [0], "key": ["k"], "dir": ["u"]})
     with pytest.raises(PackagingError, match="the lip-sync learner is not packaged yet"):
         spec_from_oof(tmp_path, units, ["meso4", "lipsync"], {}, [], {}, "fold_models")
+
+
+# ---- the lip-sync learner's self-supervised target (base_learners.lipsync_sync) -------------------
+
+SYNC_TRAIN = dataclasses.replace(LIPS_TRAIN, target=TARGET_SYNC, audio_input=AUDIO_ENVELOPE, audio_span_s=0.1,
+                                 per_video_centred=True)
+SYNC_STAGE = dataclasses.replace(STAGE, lipsync=LipSyncStageConfig(enabled=True, train=SYNC_TRAIN))
+
+
+def test_sync_negatives_are_misaligned_and_deterministic():
+    vids = np.repeat(["a", "b", "c"], 6)
+    centres = np.tile(np.linspace(0.25, 1.05, 6), 3)
+    rows = np.arange(12)  # videos a and b: c is not a training video
+    pairs = sync_pairs(vids, centres, rows, min_gap_s=0.3, negatives=2, seed=3)
+    again = sync_pairs(vids, centres, rows, min_gap_s=0.3, negatives=2, seed=3)
+    for field_ in ("mouth_rows", "window_rows", "target"):
+        np.testing.assert_array_equal(getattr(pairs, field_), getattr(again, field_))
+    assert not np.array_equal(pairs.window_rows, sync_pairs(vids, centres, rows, 0.3, 2, seed=4).window_rows)
+    pos, neg = pairs.target == IN_SYNC, pairs.target == OUT_OF_SYNC
+    assert pos.sum() == neg.sum() == 2 * len(rows)  # every mouth here has a window 0.3 s away
+    assert (pairs.mouth_rows[pos] == pairs.window_rows[pos]).all()
+    m, w = pairs.mouth_rows[neg], pairs.window_rows[neg]
+    assert (m != w).all() and (vids[m] == vids[w]).all() and set(w) <= set(rows)
+    assert (np.abs(centres[m] - centres[w]) >= 0.3).all()
+    close = sync_pairs(vids, np.tile(np.linspace(0.25, 0.45, 6), 3), rows, 0.3, 2, seed=3)
+    assert len(close.target) == 0  # no window far enough away, no other video allowed: no pair
+    cross = sync_pairs(vids, centres, rows, 0.3, 2, cross_share=1.0, seed=3)
+    m, w = cross.mouth_rows[cross.target == OUT_OF_SYNC], cross.window_rows[cross.target == OUT_OF_SYNC]
+    assert (vids[m] != vids[w]).all() and set(w) <= set(rows)
+    with pytest.raises(ValueError, match="target must be one of"):
+        LipSyncTrainConfig(target="fake")
+    assert "target" not in result_dict(LIPS_TRAIN) and result_dict(SYNC_TRAIN)["target"] == TARGET_SYNC  # in the key
+
+
+@pytest.fixture(scope="module")
+def lips_sync(lips, tables):
+    work, frames, crops_dir, _, _ = lips
+    videos, folds = tables
+    return LO.run_lipsync_stage(videos, folds, frames, crops_dir, SYNC_STAGE, work, progress=False)
+
+
+def test_sync_units_train_only_on_real_videos_of_other_folds(lips_sync, lips, tables):
+    videos, folds = tables
+    label = videos.set_index("video_id")["label"]
+    fold_of = folds.set_index("video_id")["fold"]
+    assert len(lips_sync.units) == fold_of.nunique()
+    assert {u["key"] for u in lips_sync.units}.isdisjoint({u["key"] for u in lips[4].units})  # target in the key
+    for info in lips_sync.units:
+        trained = info["train_video_ids"]
+        assert trained and fold_of.reindex(trained).notna().all() and (fold_of.reindex(trained) != info["fold"]).all()
+        assert (label.reindex(trained) == 0).all()  # no fake, no held-out, no test video
+        assert info["n_train"] == sum(lips_sync.n_samples.get(v, 0) for v in trained)  # their samples only
+    preds = lips_sync.preds
+    assert list(preds.columns) == FRAME_PREDS_COLUMNS and np.isfinite(preds["logit"]).all()
+    oof = preds[preds["fold"].notna()]
+    assert (oof["fold"].astype(int).to_numpy() == fold_of.reindex(oof["video_id"]).astype(int).to_numpy()).all()
+    assert set(preds[["video_id", "frame_idx"]].itertuples(index=False)) == set(
+        lips[4].preds[["video_id", "frame_idx"]].itertuples(index=False))  # the same aligned frames as `label`
+
+
+def test_sync_target_refuses_missing_centres():
+    mouths, mel = torch.rand(4, *SYNC_TRAIN.mouth_shape), torch.randn(4, 32, 26)
+    index = pd.DataFrame({"video_id": ["a", "a", "b", "b"], "window_idx": [0, 1, 0, 1], "frame_idx": [0, 9, 0, 9]})
+    with pytest.raises(ValueError, match="window centre"):
+        train_lipsync_fold(mouths, mel, index, pd.Series({"a": 0.0, "b": 1.0}), ["a"], ["b"], 0, SYNC_TRAIN)
+
+
+def test_window_centres_sit_inside_the_track(lips, tables):
+    work, frames, crops_dir, _, _ = lips
+    samples = LO.paired_samples(*tables, frames, crops_dir, LIPS_STAGE, work)  # whole windows
+    half = STAGE.features.window_s / 2
+    centres = pd.Series(samples.centre_s, index=samples.table.index)
+    assert np.isfinite(centres).all() and (centres >= half - 1e-9).all()  # shifted in at the start
+    for _, rows in samples.table.groupby("video_id"):
+        assert centres[rows.sort_values("frame_idx").index].is_monotonic_increasing  # later frame, later window
+
+
+def test_audio_around_the_instant_and_per_video_centring():
+    mel = torch.arange(2 * 3 * 11, dtype=torch.float32).reshape(2, 3, 11)  # column c holds c (+ offsets)
+    out = around_instant(mel, np.array([0.0, -0.05]), hop_s=0.01, span_s=0.04)  # instants at columns 5 and 0
+    assert out.shape == (2, 3, 5)
+    np.testing.assert_array_equal(out[0, 0].numpy(), [3, 4, 5, 6, 7])
+    np.testing.assert_array_equal(out[1, 0].numpy() - mel[1, 0, 0].numpy(), [0, 0, 0, 1, 2])  # edge repeated
+    x = torch.tensor([[1.0], [3.0], [10.0]])
+    np.testing.assert_array_equal(per_video_centred(x, np.array(["a", "a", "b"])).numpy().ravel(), [-1, 1, 0])
