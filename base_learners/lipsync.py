@@ -4,9 +4,9 @@ Why it looks like this:
 
 * **One sample per sampled frame with a face**: the mouth box of that frame's face crop (the middle
   of its lower half; face_idx 0, from the face stage's cache), small and grey, paired with the
-  log-mel window the audio stage centres on the same frame (features.audio). A talking mouth opens with the voice's envelope, so a
-  frame whose mouth is open while the window's centre is quiet (or the reverse) is evidence of a
-  fake whose lips do not follow the voice. One frame is weak evidence; features.aggregate's per-video
+  log-mel window the audio stage centres on the same frame (features.audio). A talking mouth opens
+  with the voice's envelope, so a frame whose mouth is open while the window's centre is quiet (or
+  the reverse) is evidence of a fake whose lips do not follow the voice. One frame is weak evidence; features.aggregate's per-video
   statistics over the sampled frames are what the stack reads, as for every frame learner.
 * **Two streams, one logit**: a conv stream per modality, each ending in an embedding; the two are
   concatenated and a small MLP gives the logit, so the head can learn how they must agree (a plain

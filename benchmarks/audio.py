@@ -13,8 +13,9 @@ fakes with every real: benchmarks.breakdown.method_masks), each with a 95 % grou
 interval; then, per kind, the paired ratios of the stack with audio to the stack without, and to
 the stack without lip sync. The kinds come from the corpus's soundtracks.parquet
 (features.synth.corpus), which no stage reads. Why per kind: only a face swap changes pixels, and
-only the other kinds change the sound, so each learner should be blind to some kinds; a lip-sync fake keeps the right voice, and only the
-lip-sync learner, which reads the mouth against the sound, is built to see it.
+only the other kinds change the sound, so each learner should be blind to some kinds; a lip-sync
+fake keeps the right voice, and only the lip-sync learner, which reads the mouth against the sound,
+is built to see it.
 """
 
 from __future__ import annotations
