@@ -86,11 +86,17 @@ class Samples:
 
 
 def paired_samples(videos: pd.DataFrame, folds: pd.DataFrame, frames: pd.DataFrame, crops_dir: Path | str,
-                   cfg: AudioStageConfig, workdir: Path) -> Samples:
-    """One sample per frame with face FACE_IDX and an audio window centred on it (see the module docstring)."""
+                   cfg: AudioStageConfig, workdir: Path, audio_dir: Path | None = None) -> Samples:
+    """One sample per frame with face FACE_IDX and an audio window centred on it (see the module
+    docstring); the soundtracks are cached under `audio_dir` (default: the oof workdir's audio cache)."""
     faces = frames.loc[frames["face_idx"] == FACE_IDX, ["video_id", "frame_idx", "crop_idx"]].astype({"video_id": str})
-    decoded = audio_table(videos, cfg.features, Path(workdir) / AUDIO_CACHE_DIR, frames=faces)
+    decoded = audio_table(videos, cfg.features, audio_dir or Path(workdir) / AUDIO_CACHE_DIR, frames=faces)
     windows, index = collect_windows(decoded, cfg.features)
+    if index.empty:  # no video with both a face and usable sound
+        n_mels, n_time = input_shape(cfg)
+        mouths = torch.zeros((0, *cfg.lipsync.train.mouth_shape))
+        return Samples(window_table(index[WINDOW_KEY], videos, folds), mouths, torch.zeros((0, n_mels, n_time)),
+                       (decoded.audio_dir.name, Path(crops_dir).name), np.zeros(0))
     index = index.astype({"video_id": str, "frame_idx": "int64"}).reset_index(drop=True)
     faces = faces.astype({"frame_idx": "int64"})
     paired = index.merge(faces, on=["video_id", "frame_idx"], how="left", validate="one_to_one")
@@ -171,3 +177,30 @@ def run_lipsync_stage(videos: pd.DataFrame, folds: pd.DataFrame, frames: pd.Data
         rows.append(preds)
         infos.append(info)
     return LipSyncStageResult(combine(rows), infos, counts)
+
+
+def input_shape(cfg: AudioStageConfig) -> tuple[int, int]:
+    """(n_mels, n_time) of the audio input paired_samples gives the net: the whole window's log-mel
+    (centred STFT: 1 + samples // hop columns), or 2h + 1 columns around the instant with
+    `audio_span_s` (base_learners.lipsync_sync.around_instant). The packaged detector builds its
+    fold models from this before it sees a video."""
+    feats, span = cfg.features, cfg.lipsync.train.audio_span_s
+    if span > 0:
+        return feats.n_mels, 2 * int(round(span / 2 / (feats.hop_length / feats.sample_rate))) + 1
+    return feats.n_mels, 1 + feats.window_samples // feats.hop_length
+
+
+def predict_unseen(videos: pd.DataFrame, frames: pd.DataFrame, crops_dir: Path | str, cfg: AudioStageConfig,
+                   models: dict[int, LipSyncNet], cache_dir: Path) -> pd.DataFrame:
+    """frame_preds rows of videos outside every fold (the packaged detector's), as run_lipsync_stage
+    scores its test split: the same paired samples (`frames`: their face stage's frames table,
+    `crops_dir`: its crops; the soundtracks decoded into `cache_dir`), each fold model's logit,
+    their mean per sample. A frame without a face or a window gets no row, as in oof."""
+    folds = pd.DataFrame({"video_id": videos["video_id"].astype(str),
+                          "fold": pd.array([pd.NA] * len(videos), dtype="Int64")})
+    samples = paired_samples(videos, folds, frames, crops_dir, cfg, Path(cache_dir), audio_dir=Path(cache_dir))
+    if samples.table.empty:
+        return combine([])
+    every = np.arange(len(samples.table))
+    return combine([fold_test_rows(model, samples, every, fold, cfg.lipsync.learner, cfg.lipsync.train.predict_batch_size)
+                    for fold, model in models.items()])

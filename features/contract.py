@@ -21,8 +21,7 @@ With `audio.enabled` (profile `audio`), frame_preds also holds the soundtrack le
 face_idx 0; a video whose audio_status is not `ok` has none, so its audio features are NaN. Its
 fold units are rows of the units table too, so stack.py can package them. With `audio.lipsync`
 also the lip-sync learner's rows (base_learners.lipsync_oof): one per sampled frame that has both a
-face (face_idx 0) and an audio window, face_idx 0; its fold units are units rows too (not packaged
-yet: pipelines.scoring.package refuses a configuration that uses it).
+face (face_idx 0) and an audio window, face_idx 0; its fold units are units rows too.
 
 Face landmarks (faces.landmarks 5|68) sit beside the crops: features.faces.cache.landmarks_for_rows.
 

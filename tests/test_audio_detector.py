@@ -1,6 +1,7 @@
-"""The packaged detector with the soundtrack learner: stack.py packages audio_cnn's fold models
-beside the face learner's, predict.py gives every test video the p_fake of submission.csv (a silent
-one too, its audio_status saying so), and the digest covers the audio model files.
+"""The packaged detector with the sound learners: stack.py packages audio_cnn's and lipsync's
+fold models beside the face learner's, predict.py gives every test video the p_fake of
+submission.csv (a silent one too, its audio_status saying so), and the digest covers the audio
+model files.
 
 One tiny sound corpus, oof run and stack run are shared by the module (they dominate the cost).
 """
@@ -31,8 +32,11 @@ from tests.tiny_runs import tiny_oof, tiny_stack
 CORPUS = SynthConfig.tiny(seed=9, n_originals=4, n_test_originals=2, n_frames=20, fakes_per_original=(2, 2),
                           sound=SoundConfig(enabled=True, silent_share=0.25))
 AUDIO = ("audio.enabled=true", "audio.features.window_s=0.5", "audio.features.min_duration_s=0.5",
-         "audio.features.n_mels=32", "audio.train.epochs=2", "audio.train.channels=[4,8]", "faces.n_frames=4")
-# one configuration only, the stack of meso4 and audio_cnn: no single-learner baselines, no subsets
+         "audio.features.n_mels=32", "audio.train.epochs=2", "audio.train.channels=[4,8]", "faces.n_frames=4",
+         "audio.lipsync.enabled=true", "audio.lipsync.train.mouth_size=16", "audio.lipsync.train.epochs=2",
+         "audio.lipsync.train.mouth_channels=[4]", "audio.lipsync.train.audio_channels=[4]")
+LIPSYNC = "lipsync"
+# one configuration only, the stack of meso4, audio_cnn and lipsync: no single-learner baselines, no subsets
 STACK = ("sweep.baselines=false", "nested=false", "explain_top=1")
 ATOL = 1e-6
 
@@ -58,7 +62,7 @@ def _local_copy(uri: str, tracking: str, dest: Path) -> Path:
 @pytest.mark.slow
 def test_predict_reproduces_the_submission_with_the_audio_learner(packaged, tmp_path):
     root, result, uri, submission = packaged
-    assert LEARNER in result.best.ensemble.meta_.learners_ and result.detector_uri, result.detector_note
+    assert {LEARNER, LIPSYNC} <= set(result.best.ensemble.meta_.learners_) and result.detector_uri, result.detector_note
     sounds = pd.read_parquet(root / SOUND_TABLE).set_index("video_id")["has_audio"]
     assert set(sounds[submission["filename"]]) == {True, False}  # a test video speaks, another is silent
     res = predict.main([str(root / f) for f in submission["filename"]]
@@ -74,8 +78,10 @@ def test_predict_reproduces_the_submission_with_the_audio_learner(packaged, tmp_
     assert out.loc[silent, f"score_{LEARNER}"].isna().all() and out.loc[silent, "score_meso4"].notna().all()
     assert (out.loc[silent, "status"] == "ok").all() and out.loc[silent, "label"].isin(["FAKE", "REAL"]).all()
     vf = result.video_features.set_index("video_id")  # level 0 itself, whatever weight the ensemble gives it
-    np.testing.assert_allclose(out.loc[want.index, f"score_{LEARNER}"].to_numpy(float),
-                               vf.loc[want.index, f"{LEARNER}__mean"].to_numpy(float), rtol=0, atol=ATOL)
+    for learner in (LEARNER, LIPSYNC):  # the soundtrack and the lip-sync learner, as oof scored the test split
+        np.testing.assert_allclose(out.loc[want.index, f"score_{learner}"].to_numpy(float),
+                                   vf.loc[want.index, f"{learner}__mean"].to_numpy(float), rtol=0, atol=ATOL)
+    assert out.loc[silent, f"score_{LIPSYNC}"].isna().all()
     # each report's sound section: a spectrogram and the windows' P(FAKE) where it speaks, words where silent
     reports = {Path(p).name.rsplit("-", 1)[0]: Path(p).read_text() for p in res.reports}
     for name, status in expected.items():
@@ -95,7 +101,8 @@ def test_the_audio_models_are_packaged_and_covered_by_the_digest(packaged, tmp_p
     artifacts = folder / "artifacts" / "detector"
     spec = json.loads((artifacts / "detector.json").read_text())
     assert spec["audio"]["config"]["learner"] == LEARNER and spec["audio"]["n_frames"] == 4
-    assert LEARNER not in spec["learners"] and spec["audio"]["folds"] == [0, 1]
+    assert LEARNER not in spec["learners"] and spec["audio"]["folds"] == [0, 1] == spec["audio"]["lipsync_folds"]
+    assert len(list((artifacts / "units" / LIPSYNC).rglob(UNIT_FILES[0]))) == 2
     audio_files = sorted((artifacts / "units" / LEARNER).rglob(UNIT_FILES[0]))
     assert len(audio_files) == 2 and "av==" in (folder / "requirements.txt").read_text()  # the server decodes sound
     predict.load_detector(str(folder), None)  # as packaged: the digest matches

@@ -23,7 +23,7 @@ from base_learners.lipsync_sync import AUDIO_ENVELOPE, IN_SYNC, OUT_OF_SYNC, TAR
 from features.aggregate import aggregate
 from features.audio import AudioConfig
 from features.common import ConfigError, result_dict, to_dict
-from features.contract import FRAME_PREDS_COLUMNS, frames_table
+from features.contract import FRAME_PREDS_COLUMNS, REFIT_FOLD, UNIT_FILES, frames_table
 from features.corpus.folds import FoldConfig, make_folds
 from features.corpus.layouts import read_videos
 from features.faces.config import FaceConfig
@@ -184,9 +184,7 @@ def test_oof_and_stack_carry_the_audio_learner(corpus, tmp_path):
     silent = status.loc[status["status"] == "no_audio", "video_id"]
     assert vf.loc[silent, ["audio_cnn__mean", "lipsync__mean"]].isna().all().all() and len(vf) == len(videos)
     assert {"all", "audio_cnn", "lipsync", "meso4"} <= {r.spec.subset for r in res.results}  # all, and each alone
-    uses_lipsync = "lipsync" in res.best.ensemble.meta_.learners_
-    assert ("the lip-sync learner is not packaged yet" in res.detector_note) == uses_lipsync  # the stack still finishes
-    assert (res.detector_uri is None) == uses_lipsync
+    assert res.detector_uri, res.detector_note  # packaged, whichever sound learners the best stack uses
     assert np.isfinite(res.submission.iloc[:, -1].astype(float)).all()
     from argparse import Namespace
 
@@ -314,12 +312,34 @@ def test_lipsync_units_train_only_on_other_folds_and_resume(lips, tables, monkey
     pd.testing.assert_frame_equal(again.preds, first.preds)
 
 
-def test_packaging_refuses_the_lipsync_learner(tmp_path):
+def test_packaging_takes_the_lipsync_learners_fold_models(tmp_path):
+    """Its folds go to the AudioSpec (the soundtrack learner's empty when the ensemble leaves it out);
+    a refit detector is refused, as oof.py trains no refit model of a sound learner."""
     config = to_dict(OOFConfig(audio=LIPS_STAGE))
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    units = pd.DataFrame({"learner": ["lipsync"], "fold": [0], "key": ["k"], "dir": ["u"]})
-    with pytest.raises(PackagingError, match="the lip-sync learner is not packaged yet"):
-        spec_from_oof(tmp_path, units, ["meso4", "lipsync"], {}, [], {}, "fold_models")
+    for k in (0, 1):
+        (tmp_path / f"u{k}").mkdir()
+        (tmp_path / f"u{k}" / UNIT_FILES[0]).write_bytes(b"weights")
+    units = pd.DataFrame({"learner": ["lipsync", "lipsync"], "fold": [0, 1], "key": ["k", "k"], "dir": ["u0", "u1"]})
+    spec, dirs = spec_from_oof(tmp_path, units, ["lipsync"], {}, [], {}, "fold_models")
+    assert spec.audio.lipsync_folds == [0, 1] and spec.audio.folds == [] and spec.learners == {}
+    assert spec.sound_learners() == ["lipsync"] == spec.score_learners() and ("lipsync", 1) in dirs
+    with pytest.raises(PackagingError, match="fold models only"):
+        spec_from_oof(tmp_path, units.assign(fold=REFIT_FOLD), ["lipsync"], {}, [], {}, "refit")
+
+
+@pytest.mark.parametrize("lips_stage", [LIPS_STAGE, "sync"])
+def test_the_detector_builds_lipsync_nets_for_the_input_the_stage_pairs(lips, tables, lips_stage):
+    """input_shape (what the packaged detector builds its fold nets for) is the shape of the log-mel
+    paired_samples gives, with the whole window or only the span around the instant."""
+    work, frames, crops_dir, _, _ = lips
+    videos, folds = tables
+    cfg = SYNC_STAGE if lips_stage == "sync" else lips_stage
+    samples = LO.paired_samples(videos, folds, frames, crops_dir, cfg, work)
+    assert len(samples.table) and tuple(samples.mel.shape[1:]) == LO.input_shape(cfg)
+    silent = videos[~videos["video_id"].isin(set(samples.table["video_id"]))].head(1)
+    none = LO.predict_unseen(silent, frames, crops_dir, cfg, {}, work / "unseen")  # no sound: no rows
+    assert none.empty and list(none.columns) == FRAME_PREDS_COLUMNS
 
 
 # ---- the lip-sync learner's self-supervised target (base_learners.lipsync_sync) -------------------

@@ -73,8 +73,9 @@ def _batch_sound(stage, scored, video_id: str | None, path: Path | None) -> Soun
     if video_id is None:  # never decoded: its pre-check status says why
         return SoundView(stage.learner, "", "not decoded")
     status = scored.status.set_index("video_id").loc[video_id]
+    preds = scored.preds
     return sound_view(stage.learner, stage.features, video_id, path, str(status["status"]),
-                      scored.preds[scored.preds["video_id"] == video_id])
+                      preds[(preds["video_id"] == video_id) & (preds["learner"] == stage.learner)])
 
 
 def _oof_sound(run: OOFRun, video_id: str, path: Path | None) -> SoundView | None:

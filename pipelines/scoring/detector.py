@@ -5,12 +5,13 @@ and settings that made the training data.
     learner (mean logit, as the oof stage scored its test videos) -> features.aggregate (the
     training AggregateConfig) -> the fitted level-1 StackedEnsemble (calibration, clipping)
 
-With a soundtrack learner in the ensemble (`DetectorSpec.audio`), each file's soundtrack also goes
+With a sound learner in the ensemble (`DetectorSpec.audio`), each file's soundtrack also goes
 through base_learners.audio_oof.predict_unseen (the training AudioConfig, windows at the frames
-the face stage plans, every fold model's mean logit per window) and its rows join the frame
-predictions before aggregation, exactly as in oof; every output row then says its `audio_status`,
-and a video without usable sound has NaN audio features (the ensemble treats them as missing).
-A detector without one never decodes audio.
+the face stage plans, every fold model's mean logit per window) and, for the lip-sync learner,
+base_learners.lipsync_oof.predict_unseen (the faces just extracted, paired with the windows at
+their frames); the rows join the frame predictions before aggregation, exactly as in oof; every
+output row then says its `audio_status`, and a video without usable sound has NaN sound features
+(the ensemble treats them as missing). A detector without one never decodes audio.
 
 `DetectorSpec` is the JSON-able description (face and aggregation settings, each learner's
 config and train config, the folds whose checkpoints it carries); `Detector` adds the fitted
@@ -37,6 +38,9 @@ from scipy.special import expit
 from base_learners.audio import AudioCNN, load_audio_cnn
 from base_learners.audio_oof import AudioStageConfig, predict_unseen, with_audio_preds
 from base_learners.inputs import FRAME, input_kind, learner_inputs
+from base_learners.lipsync import LipSyncNet, load_lipsync_net
+from base_learners.lipsync_oof import input_shape as lipsync_input_shape
+from base_learners.lipsync_oof import predict_unseen as predict_unseen_lipsync
 from base_learners.registry import LearnerConfig, load_unit_model
 from base_learners.train import TrainConfig, predict_logits
 from features.aggregate import SEP, AggregateConfig, aggregate, learners_in
@@ -74,13 +78,16 @@ class LearnerSpec:
 
 @dataclass
 class AudioSpec:
-    """The soundtrack learner: its oof stage config as trained (decoding, windows, log-mel, the
-    CNN's shape; base_learners.audio_oof.AudioStageConfig), the face stage's `n_frames` its windows
-    are centred on, and its folds, one checkpoint each in units/<learner>/fold<k>/."""
+    """The sound learners: their oof stage config as trained (decoding, windows, log-mel, the nets'
+    shapes; base_learners.audio_oof.AudioStageConfig), the face stage's `n_frames` the soundtrack
+    learner's windows are centred on, and the folds of each learner the ensemble uses (empty: not
+    used), one checkpoint each in units/<learner>/fold<k>/: the soundtrack learner's (`folds`) and
+    the lip-sync learner's (`lipsync_folds`)."""
 
     config: dict
     n_frames: int
     folds: list[int]
+    lipsync_folds: list[int] = field(default_factory=list)
 
     def stage(self) -> AudioStageConfig:
         return from_dict(AudioStageConfig, self.config, where="detector.json audio")
@@ -100,15 +107,24 @@ class DetectorSpec:
     # ("face stage"), or a face set's "stated" / "estimated" margin (features.faces.face_sets); `faces`
     # already holds that margin, so every video is cropped as the training crops were
     face_settings: dict = field(default_factory=dict)
-    audio: AudioSpec | None = None  # the soundtrack learner, when the ensemble uses it (None: no audio)
+    audio: AudioSpec | None = None  # the sound learners, when the ensemble uses one (None: no audio)
 
     @property
     def audio_learner(self) -> str | None:
-        return self.audio.stage().learner if self.audio else None
+        """The soundtrack learner's name, when the ensemble uses it."""
+        return self.audio.stage().learner if self.audio and self.audio.folds else None
+
+    @property
+    def lipsync_learner(self) -> str | None:
+        """The lip-sync learner's name, when the ensemble uses it."""
+        return self.audio.stage().lipsync.learner if self.audio and self.audio.lipsync_folds else None
+
+    def sound_learners(self) -> list[str]:
+        return [n for n in (self.audio_learner, self.lipsync_learner) if n]
 
     def score_learners(self) -> list[str]:
-        """The learners with a score_<learner> column: the face learners, then the audio one."""
-        return list(self.learners) + ([self.audio_learner] if self.audio else [])
+        """The learners with a score_<learner> column: the face learners, then the sound ones."""
+        return list(self.learners) + self.sound_learners()
 
     def describe_faces(self) -> str:
         """One line: the face settings this detector crops videos with, and where they come from."""
@@ -142,8 +158,10 @@ def check_spec(spec: DetectorSpec, checkpoints: Path) -> None:
             raise ConfigError(f"detector.json: learner {name!r} asks for pretrained or local weights at load; "
                               "a packaged detector loads its fold checkpoints only (repackage it with stack.py)")
         _check_checkpoints(root, name, ls.folds)
-    if spec.audio:
+    if spec.audio_learner:
         _check_checkpoints(root, spec.audio_learner, spec.audio.folds)
+    if spec.lipsync_learner:
+        _check_checkpoints(root, spec.lipsync_learner, spec.audio.lipsync_folds)
 
 
 def _check_checkpoints(root: Path, name: str, folds: list[int]) -> None:
@@ -205,6 +223,7 @@ class Detector:
         self.device = device  # None: as trained (CPU where that device is absent)
         self._models: dict[tuple[str, int], torch.nn.Module] = {}
         self._audio_models: dict[int, AudioCNN] = {}
+        self._lipsync_models: dict[int, LipSyncNet] = {}
         self.timings: dict[str, float] = {}
         self.last_batch: ScoredBatch | None = None
 
@@ -232,11 +251,24 @@ class Detector:
                     stage.learner, k, lambda: load_audio_cnn(path, stage.features.n_mels, stage.train))
         return self._audio_models
 
+    def lipsync_models(self) -> dict[int, LipSyncNet]:
+        """fold -> the lip-sync learner's fold model, built for the input shape its config gives."""
+        stage = self.spec.audio.stage()
+        n_mels, n_time = lipsync_input_shape(stage)
+        for k in self.spec.audio.lipsync_folds:
+            if k not in self._lipsync_models:
+                path = self.checkpoints / stage.lipsync.learner / unit_name(k) / UNIT_FILES[0]
+                self._lipsync_models[k] = _load_checkpoint(
+                    stage.lipsync.learner, k, lambda: load_lipsync_net(path, n_mels, n_time, stage.lipsync.train))
+        return self._lipsync_models
+
     def load_all(self) -> None:
         for learner in self.spec.learners:
             self.models(learner)
-        if self.spec.audio:
+        if self.spec.audio_learner:
             self.audio_models()
+        if self.spec.lipsync_learner:
+            self.lipsync_models()
 
     # ---- scoring
     def score(self, rows: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD, cache_dir: Path | None = None,
@@ -259,7 +291,7 @@ class Detector:
             t1 = time.perf_counter()
             frame_preds = self._frame_preds(faces, videos)
             ta = time.perf_counter()
-            audio = self._audio(videos, Path(tmp)) if self.spec.audio else None
+            audio = self._audio(videos, faces, Path(tmp)) if self.spec.audio else None
             audio_s = time.perf_counter() - ta
         t2 = time.perf_counter()
         vf = aggregate(_with_audio(frame_preds, audio), faces.status, videos, _no_folds(videos),
@@ -302,12 +334,18 @@ class Detector:
             tables.append(t[FRAME_PREDS_COLUMNS])
         return pd.concat(tables, ignore_index=True) if tables else _empty_frame_preds()
 
-    def _audio(self, videos: pd.DataFrame, scratch: Path):
-        """The soundtrack learner's status and prediction rows (base_learners.audio_oof.AudioStageResult)
-        of the videos to score. The decoded audio lives in `scratch` only: decoding costs about 0.1 s
-        per 10 s video, and predict.py's cache bound (face_cache) counts face crops."""
-        return predict_unseen(videos, self.spec.audio.stage(), self.audio_models(), scratch / AUDIO_SCRATCH,
-                              self.spec.audio.n_frames)
+    def _audio(self, videos: pd.DataFrame, faces, scratch: Path):
+        """The sound learners' status and prediction rows (base_learners.audio_oof.AudioStageResult)
+        of the videos to score: the soundtrack learner's windows, and the lip-sync learner's rows of
+        the faces just extracted. The decoded audio lives in `scratch` only (both read it): decoding
+        costs about 0.1 s per 10 s video, and predict.py's cache bound (face_cache) counts face crops."""
+        stage, audio_dir = self.spec.audio.stage(), scratch / AUDIO_SCRATCH
+        result = predict_unseen(videos, stage, self.audio_models(), audio_dir, self.spec.audio.n_frames)
+        if self.spec.lipsync_learner and not faces.faces.empty:
+            frames = frames_table(faces.faces, videos, _no_folds(videos))
+            lips = predict_unseen_lipsync(videos, frames, faces.crops_dir, stage, self.lipsync_models(), audio_dir)
+            result = replace(result, preds=with_audio_preds(result.preds, lips) if not result.preds.empty else lips)
+        return result
 
     def _features(self, n_rows: int, todo: pd.Index, vf: pd.DataFrame) -> pd.DataFrame:
         """The ensemble's input for every row: the judged videos' features, and for rows that never
@@ -319,7 +357,7 @@ class Detector:
         # faces were scored, yet columns differ: drift, unless only pair or track learners lack
         # them all (no video of the batch had two consecutive faces of a track: NaN, as without
         # faces); frame learners score every face, so once any learner scored, they must have
-        scored = set(learners_in(vf)) - {self.spec.audio_learner}  # sound without faces says nothing of them
+        scored = set(learners_in(vf)) - set(self.spec.sound_learners())  # sound: missing without a track
         if scored:
             scored |= {n for n in self.spec.learners if input_kind(self.learner_config(n)) == FRAME}
         drift = [c for c in self.spec.columns if c not in vf.columns and c.split(SEP)[0] in scored]

@@ -4,8 +4,8 @@ Artifacts (`artifacts/detector/`): `detector.json` (pipelines.scoring.detector.D
 stage's and aggregation's settings as used for training, each learner's config and train config),
 `ensemble/` (the fitted level-1 ensemble as data: pipelines.scoring.ensemble_io) and
 `units/<learner>/fold<k>/model.pt` (the fold models' state dicts; `refit/` instead for the one model
-per learner refit on every labelled video; the soundtrack learner's fold models too, when the
-ensemble uses it: detector.json's `audio` then holds its stage config, n_frames and folds). The
+per learner refit on every labelled video; the sound learners' fold models too, when the
+ensemble uses them: detector.json's `audio` then holds their stage config, n_frames and folds). The
 pyfunc is logged as MLflow "models from code" (`served_model.py`), so nothing is unpickled: the
 model loads with MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false. Packaging records the model's sha256
 (pipelines.scoring.integrity) on the run and the registry version; loading checks it.
@@ -341,10 +341,10 @@ def spec_from_oof(oof_dir: Path, units: pd.DataFrame | None, learners: list[str]
 
     The face settings come from the oof run's resolved config.yaml, with a face set's margin when
     the run holds face images (face_settings_of); each learner's config and train config from its
-    units' own metrics.json (exactly what trained them). The soundtrack learner (oof.py's `audio`
-    section) gets an AudioSpec from that config instead, with the face stage's n_frames its windows
-    are centred on; it has fold models only. The lip-sync learner (`audio.lipsync`) is not packaged
-    yet: a configuration that uses it is refused (PackagingError), and stack.py notes why."""
+    units' own metrics.json (exactly what trained them). The sound learners (oof.py's `audio`
+    section: the soundtrack learner and, with `audio.lipsync`, the lip-sync learner) get one
+    AudioSpec from that config instead, with the face stage's n_frames the soundtrack windows are
+    centred on and each one's folds (fold models only)."""
     config_path = Path(oof_dir) / "config.yaml"
     if units is None or not config_path.is_file():
         raise PackagingError(f"{oof_dir}: no units table or config.yaml (an oof run from before the "
@@ -357,17 +357,17 @@ def spec_from_oof(oof_dir: Path, units: pd.DataFrame | None, learners: list[str]
     audio_learner = audio_cfg.get("learner") if audio_cfg.get("enabled") else None
     lipsync = audio_cfg.get("lipsync") or {}
     lipsync_learner = lipsync.get("learner") if audio_learner and lipsync.get("enabled") else None
-    if lipsync_learner in learners:  # the detector cannot score it: refused, as a configuration it cannot score is
-        raise PackagingError(f"the lip-sync learner is not packaged yet ({lipsync_learner!r} is in the chosen configuration)")
-    specs, unit_dirs, audio = {}, {}, None
+    specs, unit_dirs, sound = {}, {}, {}
     for learner in learners:
-        dirs = _unit_dirs(oof_dir, units, learner, test_time, audio=learner == audio_learner)
+        dirs = _unit_dirs(oof_dir, units, learner, test_time, audio=learner in (audio_learner, lipsync_learner))
         unit_dirs.update({(learner, k): d for k, d in dirs.items()})
-        if learner == audio_learner:
-            audio = AudioSpec(config=audio_cfg, n_frames=int(config["faces"]["n_frames"]), folds=list(dirs))
+        if learner in (audio_learner, lipsync_learner):
+            sound[learner] = list(dirs)
             continue
         metrics = json.loads((next(iter(dirs.values())) / UNIT_FILES[-1]).read_text())
         specs[learner] = LearnerSpec(_no_weights_at_load(metrics["learner_config"]), metrics["train_config"], list(dirs))
+    audio = AudioSpec(config=audio_cfg, n_frames=int(config["faces"]["n_frames"]), folds=sound.get(audio_learner, []),
+                      lipsync_folds=sound.get(lipsync_learner, [])) if sound else None
     spec = DetectorSpec(faces=faces, aggregate=aggregate, learners=specs, columns=list(columns),
                         test_time=test_time, info=info, face_settings=assumed, audio=audio)
     return spec, unit_dirs
@@ -378,12 +378,12 @@ def _unit_dirs(oof_dir: Path, units: pd.DataFrame, learner: str, test_time: str,
     each checked to hold its checkpoint."""
     refit = test_time == "refit"
     if refit and audio:
-        raise PackagingError(f"the soundtrack learner {learner!r} has fold models only (oof.py trains no refit "
+        raise PackagingError(f"the sound learner {learner!r} has fold models only (oof.py trains no refit "
                              "model of it); package with test_time=fold_models")
     rows = units[(units["learner"] == learner) & ((units["fold"] == REFIT_FOLD) == refit)].sort_values("fold")
     if rows.empty:
         why = (" (train them with oof.py --set refit=true)" if refit else
-               " (an oof run from before the packaged soundtrack learner: rerun oof.py, which loads its units "
+               " (an oof run from before the packaged sound learners: rerun oof.py, which loads its units "
                "from the cache)" if audio else "")
         raise PackagingError(f"{oof_dir}: no {test_time} units of learner {learner!r} in the units table{why}")
     out = {}
