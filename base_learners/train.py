@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from base_learners.augment import AugmentConfig, augment, center_crop, resize
+from base_learners.finetune import head_only, lambda_scheduler, param_groups
 from base_learners.sbi import (
     LABELS,
     SELF_BLENDED,
@@ -90,6 +91,10 @@ class TrainConfig:
     # Added fields: at their defaults they are left out of every unit key (features.common.added_field)
     target: str = added_field(LABELS)
     sbi: SBIConfig | None = added_field(None)  # the recipe of self_blended (None there: SBIConfig())
+    # fine-tuning a pretrained trunk (base_learners.finetune): its rate is lr * trunk_lr_mult, and
+    # the first head_only_epochs train the head alone on the fixed trunk
+    trunk_lr_mult: float = added_field(1.0)
+    head_only_epochs: int = added_field(0)
 
     def __post_init__(self) -> None:
         if self.target == SELF_BLENDED and self.sbi is None:
@@ -123,6 +128,11 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1; got {cfg.epochs}, {cfg.batch_size}")
+    if not cfg.trunk_lr_mult > 0:
+        raise ConfigError(f"trunk_lr_mult must be > 0 (head_only_epochs fixes the trunk); got {cfg.trunk_lr_mult}")
+    if not 0 <= cfg.head_only_epochs < cfg.epochs:
+        raise ConfigError(f"head_only_epochs must be in [0, epochs={cfg.epochs}) so the trunk trains "
+                          f"at all (a frozen trunk is a learner variant); got {cfg.head_only_epochs}")
     _validate_target(cfg)
 
 
@@ -271,8 +281,12 @@ def _cudnn_autotune(device: torch.device) -> Iterator[None]:
 
 
 def _make_scheduler(opt, cfg: TrainConfig, total_steps: int):
-    """Linear warmup to cfg.lr, then cosine down to cfg.lr * min_lr_frac, stepped per batch."""
+    """Linear warmup to each group's peak rate, then cosine down to min_lr_frac of it, stepped per
+    batch. One group (the default) keeps torch's own schedulers; a trunk group at its own rate
+    needs the floor relative to each group, hence base_learners.finetune's factor."""
     warmup = int(round(cfg.warmup_frac * total_steps))
+    if len(opt.param_groups) > 1:
+        return lambda_scheduler(opt, total_steps, warmup, WARMUP_START_FACTOR, cfg.min_lr_frac)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
         opt, T_max=max(1, total_steps - warmup), eta_min=cfg.lr * cfg.min_lr_frac
     )
@@ -487,7 +501,9 @@ def fit(
         )
         pos_weight = torch.tensor(weight, device=device) if cfg.balance == "pos_weight" else None
         loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        split = cfg.trunk_lr_mult != 1.0 or cfg.head_only_epochs > 0
+        opt = torch.optim.AdamW(param_groups(model, cfg.lr, cfg.trunk_lr_mult, split),
+                                lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = _make_scheduler(opt, cfg, cfg.epochs * len(loader))
         fp16 = device.type == "cuda" and cfg.amp and cfg.amp_dtype == "float16"
         scaler = torch.amp.GradScaler(device.type, enabled=fp16)
@@ -497,9 +513,10 @@ def fit(
             t0 = time.perf_counter()
             _set_epoch(loader, epoch)
             desc = f"{name} epoch {epoch + 1}/{cfg.epochs}"
-            train_loss, n_seen = _train_epoch(
-                model, loader, opt, sched, scaler, loss_fn, device, cfg, desc, progress
-            )
+            with head_only(model, epoch < cfg.head_only_epochs):
+                train_loss, n_seen = _train_epoch(
+                    model, loader, opt, sched, scaler, loss_fn, device, cfg, desc, progress
+                )
             train_seconds = time.perf_counter() - t0
             val_loss = None
             if va_idx is not None:
@@ -508,7 +525,7 @@ def fit(
                     val_crops, val_labels = validation_set(val_crops, regions[va_idx], cfg.sbi, cfg.seed)
                 logits = predict_logits(model, val_crops, cfg) + offset
                 val_loss = log_loss_from_logits(val_labels, logits)
-            lr = opt.param_groups[0]["lr"]
+            lr = opt.param_groups[-1]["lr"]  # the head's, where the trunk has its own
             metrics = dict(epoch=epoch, train_loss=train_loss, inner_val_loss=val_loss, lr=lr,
                            seconds=time.perf_counter() - t0, train_samples=n_seen,
                            train_seconds=train_seconds)
