@@ -48,7 +48,7 @@ from base_learners.sbi import (
     reals_only,
     validation_set,
 )
-from base_learners.views import view_crops
+from base_learners.views import AlignedCrops, source_landmarks, view_crops
 from features.common import ConfigError, added_field
 from features.devices import resolve_device  # noqa: F401  (benchmarks and oof.py import it from here)
 from features.losses import log_loss_from_logits
@@ -331,24 +331,39 @@ def _init_loader_worker(worker_id: int) -> None:
 
 
 class _BlendDataset(CropDataset):
-    """CropDataset over base_learners.sbi.BlendedCrops: its blends are drawn from the epoch too."""
+    """CropDataset over base_learners.sbi.BlendedCrops (or its aligned view): its blends are drawn
+    from the epoch too."""
+
+    def __init__(self, blended: BlendedCrops, *args, **kwargs):
+        self.blended = blended  # before CropDataset sets the epoch
+        super().__init__(*args, **kwargs)
 
     @property
     def epoch(self) -> int:
-        return self.crops.epoch
+        return self.blended.epoch
 
     @epoch.setter
     def epoch(self, value: int) -> None:
-        self.crops.epoch = value
+        self.blended.epoch = value
+
+
+def _blend_view(model: nn.Module, items: BlendedCrops):
+    """Real crops and their blends as the learner reads them: with `align`, every item aligned by its
+    real crop's landmarks. Blending happens on the crop, before alignment, as a face swap happens in
+    the frame: the target keeps its geometry (only the pasted source is shifted and scaled), so the
+    real crop's landmarks hold for its blends."""
+    if not getattr(model, "align", False) or isinstance(items.crops, AlignedCrops):  # blended as given
+        return items
+    points = source_landmarks(items.crops)  # item j blends real row j % n (BlendedCrops.source)
+    return AlignedCrops(items, np.tile(points, (1 + items.copies, 1, 1)), int(model.input_size))
 
 
 def _blend_loader(crops, regions: FaceRegions, model: nn.Module, cfg: TrainConfig) -> DataLoader:
     """Seeded batches of real crops and their self-blends (base_learners.sbi), both augmented alike."""
-    if getattr(model, "align", False):
-        raise ValueError("target self_blended does not support learners with `align` yet")
     reals, blends = cfg.sbi.batch_split(cfg.batch_size)
     items = BlendedCrops(crops, regions, cfg.sbi, cfg.seed, copies=copies_needed(reals, blends))
-    ds = _BlendDataset(items, items.labels, model.input_size, cfg.augment, cfg.seed, _crop_frac(model))
+    ds = _BlendDataset(items, _blend_view(model, items), items.labels, model.input_size, cfg.augment, cfg.seed,
+                       _crop_frac(model))
     return DataLoader(ds, batch_sampler=BlendBatchSampler(items, reals, blends), num_workers=cfg.num_workers,
                       generator=torch.Generator().manual_seed(cfg.seed),
                       worker_init_fn=_init_loader_worker if cfg.num_workers > 0 else None,
@@ -522,7 +537,8 @@ def fit(
             if va_idx is not None:
                 val_crops, val_labels = crops[va_idx], labels[va_idx]
                 if cfg.target == SELF_BLENDED:  # the inner split's reals and a fixed blend of each
-                    val_crops, val_labels = validation_set(val_crops, regions[va_idx], cfg.sbi, cfg.seed)
+                    val_items, val_labels = validation_set(val_crops, regions[va_idx], cfg.sbi, cfg.seed)
+                    val_crops = _blend_view(model, val_items)
                 logits = predict_logits(model, val_crops, cfg) + offset
                 val_loss = log_loss_from_logits(val_labels, logits)
             lr = opt.param_groups[-1]["lr"]  # the head's, where the trunk has its own

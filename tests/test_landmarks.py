@@ -251,3 +251,29 @@ def test_fit_and_predict_on_aligned_crops_directly(cached):
     fit(model, aligned, labels, frames["group"].to_numpy()[:16], TrainConfig(epochs=1, batch_size=8, device="cpu"),
         progress=False)
     assert np.isfinite(predict_logits(model, aligned, TrainConfig(device="cpu"))).all()
+
+
+def test_self_blended_learner_with_align_trains_on_aligned_blends(cached):
+    """`target: self_blended` with `align`: blends are made on the cached crop, then aligned by that
+    real crop's landmarks (each blend item j by real row j % n), in training and inner validation."""
+    from base_learners.sbi import BlendedCrops, SBIConfig, default_regions
+    from base_learners.train import _blend_loader, _blend_view
+
+    frames, crops, points, crops_dir = cached
+    source = CropSource.from_table(frames, crops_dir)
+    model = build_learner(LearnerConfig("meso4", input_size=SIZE, align=True))
+    items = BlendedCrops(source[:6], default_regions(SBIConfig()), SBIConfig(), seed=0, copies=1)
+    view = _blend_view(model, items)
+    assert len(view) == 12 and view.shape[1:] == (SIZE, SIZE, 3)
+    for j in (1, 8):  # a real crop, then the blend of real row 2
+        np.testing.assert_array_equal(view[j], dm.align_chip(np.asarray(items[j]), points[j % 6], SIZE))
+    assert not np.array_equal(view[8], view[2])  # the blend differs from its real crop
+    assert _blend_view(build_learner(LearnerConfig("meso4", input_size=SIZE)), items) is items
+    cfg = TrainConfig(epochs=1, batch_size=8, device="cpu", target="self_blended", inner_val_frac=0.3)
+    loader = _blend_loader(source[:12], default_regions(SBIConfig())[:12], model, cfg)
+    loader.dataset.epoch = 1
+    assert items.epoch == 0 and loader.dataset.blended.epoch == 1  # the epoch reaches the blends
+    labels = frames["label"].fillna(0).to_numpy(np.float32)
+    result = fit(model, source, labels, frames["group"].to_numpy(), cfg, progress=False)
+    assert result.history[0]["inner_val_loss"] is not None
+    assert np.isfinite(predict_logits(model, source, TrainConfig(device="cpu"))).all()
