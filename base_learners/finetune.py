@@ -25,7 +25,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["head_prefixes", "split_head", "param_groups", "head_only", "lr_factor"]
+__all__ = ["head_prefixes", "split_head", "param_groups", "head_only", "lr_factor", "lambda_scheduler"]
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
