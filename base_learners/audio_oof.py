@@ -101,8 +101,8 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def window_table(index: pd.DataFrame, videos: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
-    """The windows' index rows with their video's label and fold (NaN fold: a test window)."""
-    labels = videos[["video_id", "label"]].astype({"video_id": str})
+    """The windows' index rows with their video's label, group and fold (NaN fold: a test window)."""
+    labels = videos[["video_id", "label", "group"]].astype({"video_id": str})
     fold = folds[["video_id", "fold"]].astype({"video_id": str})
     out = index.astype({"video_id": str}).merge(labels, on="video_id", how="left", validate="many_to_one")
     return out.merge(fold, on="video_id", how="left", validate="many_to_one").reset_index(drop=True)
@@ -129,6 +129,11 @@ def fold_split(table: pd.DataFrame, fold: int) -> FoldSplit:
 
 def video_labels(table: pd.DataFrame) -> pd.Series:
     return table.drop_duplicates("video_id").set_index("video_id")["label"].astype("float64")
+
+
+def video_groups(table: pd.DataFrame) -> pd.Series:
+    """video_id -> group of a window table (a fake and its original share one)."""
+    return table.drop_duplicates("video_id").set_index("video_id")["group"].astype(str)
 
 
 def load_unit(folder: Path) -> tuple[pd.DataFrame, dict] | None:

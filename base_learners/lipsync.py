@@ -15,11 +15,14 @@ Why it looks like this:
   the time positions are kept, so where in the window the energy sits (at its centre, the frame's
   instant, or beside it) reaches the head. What the spectrum says about the voice is the soundtrack
   learner's job (base_learners.audio); this one is built to read timing.
-* **Two targets** (`target`): `label`, the video's label as for every learner (the stack sorts out
+* **Three targets** (`target`): `label`, the video's label as for every learner (the stack sorts out
   which fakes it can see), or `sync`, self-supervised from real videos alone (in sync: the frame's
   own window; out of sync: a window from elsewhere; base_learners.lipsync_sync), whose output is
   P(out of sync) of each frame's aligned pair. `audio_input: envelope` feeds the audio stream only the
-  loudness over time (mean over the mel bands), so it cannot read the voice's spectrum.
+  loudness over time (mean over the mel bands), so it cannot read the voice's spectrum. The third,
+  `corr`, is no net: a mouth-to-loudness map learnt from real videos and the per-video correlation
+  of what it predicts with what is heard (base_learners.lipsync_corr); it takes the net's place in
+  units, oof rows and the packaged detector.
 * **Small on purpose**: a few tens of thousands of weights; the sound corpus's folds train in
   seconds on one CPU thread. Deterministic for a seed and a thread count (seeded init, dropout and
   batch order), like the audio CNN, whose conv block and learning-rate schedule it shares.
@@ -39,12 +42,14 @@ import torch
 from torch import nn
 
 from base_learners.audio import conv_block, fit_binary, window_preds
+from base_learners.lipsync_corr import MOUTH_INPUTS, MOUTH_LANDMARKS, MOUTH_PIXELS, OPENING_SHAPE, SyncCorrModel, fit_corr
 from base_learners.lipsync_sync import (
     AUDIO_ENVELOPE,
     AUDIO_INPUTS,
     AUDIO_MEL,
     SYNC_MIN_GAP_S,
     SYNC_NEGATIVES,
+    TARGET_CORR,
     TARGET_LABEL,
     TARGET_SYNC,
     TARGETS,
@@ -91,6 +96,8 @@ class LipSyncTrainConfig:
     audio_input: str = added_field(AUDIO_MEL)  # `envelope`: only the loudness over time reaches the net
     per_video_centred: bool = added_field(False)  # subtract each video's mean mouth and sound (its identity, its loudness)
     audio_span_s: float = added_field(0.0)  # > 0: only this much sound, centred on the frame's instant (0: the window)
+    # the mouth as its patch's pixels, or (target corr, faces.landmarks: 68) its opening from landmarks
+    mouth_input: str = added_field(MOUTH_PIXELS)
 
     def __post_init__(self) -> None:
         if self.mouth_size < 2 * POOL ** len(self.mouth_channels) or not self.mouth_channels or not self.audio_channels:
@@ -106,6 +113,13 @@ class LipSyncTrainConfig:
                              f"got {self.target!r}, {self.audio_input!r}")
         if self.audio_span_s < 0:
             raise ValueError(f"lipsync.train.audio_span_s must be >= 0, got {self.audio_span_s}")
+        if self.mouth_input not in MOUTH_INPUTS:
+            raise ValueError(f"lipsync.train.mouth_input must be one of {MOUTH_INPUTS}, got {self.mouth_input!r}")
+        if self.mouth_input == MOUTH_LANDMARKS and self.target != TARGET_CORR:
+            raise ValueError("lipsync.train.mouth_input landmarks is read by target corr only (the nets read pixels)")
+        if self.target == TARGET_CORR and self.audio_span_s == 0:
+            raise ValueError("lipsync.train: target corr reads the loudness at each frame's instant: "
+                             "set audio_span_s > 0 (e.g. 0.1)")
         if self.sync_min_gap_s <= 0 or self.sync_negatives < 1 or not 0 <= self.sync_cross_share <= 1:
             raise ValueError("lipsync.train: sync_min_gap_s > 0, sync_negatives >= 1, 0 <= sync_cross_share <= 1 needed")
 
@@ -115,7 +129,9 @@ class LipSyncTrainConfig:
 
     @property
     def mouth_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one mouth patch."""
+        """(channels, height, width) of one mouth patch (landmarks: its opening, one number)."""
+        if self.mouth_input == MOUTH_LANDMARKS:
+            return OPENING_SHAPE
         return (self.mouth_channels_in, self.mouth_size // 2, self.mouth_size)
 
 
@@ -198,9 +214,10 @@ def build_lipsync_net(n_mels: int, n_time: int, cfg: LipSyncTrainConfig) -> LipS
     return LipSyncNet(n_mels, n_time, cfg)
 
 
-def load_lipsync_net(path: Path | str, n_mels: int, n_time: int, cfg: LipSyncTrainConfig) -> LipSyncNet:
+def load_lipsync_net(path: Path | str, n_mels: int, n_time: int, cfg: LipSyncTrainConfig
+                     ) -> LipSyncNet | SyncCorrModel:
     """A fold model back from its state dict (weights_only: a checkpoint is data), in eval mode."""
-    model = LipSyncNet(n_mels, n_time, cfg)
+    model = SyncCorrModel(cfg.mouth_shape) if cfg.target == TARGET_CORR else LipSyncNet(n_mels, n_time, cfg)
     model.load_state_dict(torch.load(Path(path), map_location="cpu", weights_only=True))
     return model.eval()
 
@@ -215,10 +232,17 @@ def fit_lipsync(mouth: torch.Tensor, mel: torch.Tensor, labels: np.ndarray, cfg:
 
 
 @torch.no_grad()
-def predict_lipsync_logits(model: LipSyncNet, mouth: torch.Tensor, mel: torch.Tensor, batch_size: int = 256
-                           ) -> np.ndarray:
-    """Logits (N,) of paired samples, in batches, in eval mode."""
+def predict_lipsync_logits(model: LipSyncNet | SyncCorrModel, mouth: torch.Tensor, mel: torch.Tensor,
+                           batch_size: int = 256, video_ids: np.ndarray | None = None,
+                           face_idx: np.ndarray | None = None) -> np.ndarray:
+    """Logits (N,) of paired samples, in batches, in eval mode; a SyncCorrModel reads whole videos
+    (`video_ids`, one per sample, and each sample's face track `face_idx`) and gives NaN to a video
+    without a correlation."""
     model.eval()
+    if isinstance(model, SyncCorrModel):
+        if video_ids is None:
+            raise ValueError("predict_lipsync_logits: target corr scores whole videos; pass each sample's video_id")
+        return model(mouth, mel, video_ids, face_idx).numpy()
     out = [model(mouth[i:i + batch_size], mel[i:i + batch_size]) for i in range(0, len(mel), batch_size)]
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
@@ -237,28 +261,74 @@ def fit_sync(mouth: torch.Tensor, mel: torch.Tensor, video_ids: np.ndarray, cent
     return fit_lipsync(mouth[at_mouth], mel[at_window], pairs.target, cfg)
 
 
+def scored_rows(model: LipSyncNet | SyncCorrModel, mouth: torch.Tensor, mel: torch.Tensor, index: pd.DataFrame,
+                fold, learner: str, batch_size: int) -> pd.DataFrame:
+    """window_preds rows of the samples `index` (video_id, window_idx, frame_idx and, with several
+    faces a frame, face_idx; aligned with mouth and mel): one row a frame; a sample without a logit
+    (target corr: its video has no correlation) gets no row."""
+    faces = index["face_idx"].to_numpy() if "face_idx" in index else None
+    logits = predict_lipsync_logits(model, mouth, mel, batch_size, index["video_id"].astype(str).to_numpy(), faces)
+    keep = np.isfinite(logits)
+    if faces is not None:  # corr: every face of a frame carries its video's logit; the frame's first stands for it
+        keep &= ~index.duplicated(["video_id", "frame_idx"]).to_numpy()
+    return window_preds(index[keep], logits[keep], fold, learner)
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """What a target's fit reads: the samples, their index and labels, the training rows."""
+
+    mouth: torch.Tensor
+    mel: torch.Tensor
+    index: pd.DataFrame  # video_id, window_idx, frame_idx (face_idx with target corr)
+    labels: pd.Series  # video_id -> 0/1
+    rows: np.ndarray  # the training samples
+    centre_s: np.ndarray | None = None  # each sample's audio centre (target sync pairs by it)
+    groups: pd.Series | None = None  # video_id -> group (target corr cross-fits by it)
+
+    @property
+    def video_ids(self) -> np.ndarray:
+        return self.index["video_id"].astype(str).to_numpy()
+
+
+def _fit_label(x: FitInputs, cfg: LipSyncTrainConfig) -> tuple[LipSyncNet, list[dict]]:
+    y = x.labels.rename(index=str).reindex(x.video_ids[x.rows]).to_numpy(dtype=np.float64)
+    if np.isnan(y).any():
+        raise ValueError("lipsync train_predict_fold: a training sample's video has no label")
+    at = torch.from_numpy(x.rows)
+    return fit_lipsync(x.mouth[at], x.mel[at], y, cfg)
+
+
+def _fit_sync(x: FitInputs, cfg: LipSyncTrainConfig) -> tuple[LipSyncNet, list[dict]]:
+    return fit_sync(x.mouth, x.mel, x.video_ids, x.centre_s, x.rows, cfg)
+
+
+def _fit_corr(x: FitInputs, cfg: LipSyncTrainConfig) -> tuple[SyncCorrModel, list[dict]]:
+    faces = x.index["face_idx"].to_numpy() if "face_idx" in x.index else None
+    return fit_corr(x.mouth, x.mel, x.video_ids, x.labels, x.rows, cfg.mouth_shape, x.groups, faces)
+
+
+TARGET_FITS = {TARGET_LABEL: _fit_label, TARGET_SYNC: _fit_sync, TARGET_CORR: _fit_corr}  # one per TARGETS
+
+
 def train_predict_fold(mouth: torch.Tensor, mel: torch.Tensor, index: pd.DataFrame, labels: pd.Series,
                        train_videos, predict_videos, fold: int, cfg: LipSyncTrainConfig, learner: str = LEARNER,
-                       centre_s: np.ndarray | None = None) -> tuple[LipSyncNet, pd.DataFrame, list[dict]]:
+                       centre_s: np.ndarray | None = None, groups: pd.Series | None = None
+                       ) -> tuple[LipSyncNet | SyncCorrModel, pd.DataFrame, list[dict]]:
     """One fold: train on the samples of `train_videos` (labels: video_id -> 0/1; target `sync`: of
     its real ones only, paired by their window centres `centre_s`), predict those of
-    `predict_videos` (the held-out fold, aligned pairs); a video in both is refused. (model, rows,
-    history); the rows are base_learners.audio.window_preds rows (frame-prediction columns, face_idx 0)."""
+    `predict_videos` (the held-out fold, aligned pairs); a video in both is refused; target `corr`
+    cross-fits by `groups` (video_id -> group). (model, rows, history); the rows are
+    base_learners.audio.window_preds rows (frame-prediction columns, face_idx 0)."""
     vids = index["video_id"].astype(str)
-    if cfg.target == TARGET_SYNC:
+    if cfg.target == TARGET_SYNC:  # corr trains its map on the reals and calibrates on all of them
         train_videos = real_videos(train_videos, labels)
     train = vids.isin(set(map(str, train_videos))).to_numpy()
     held = vids.isin(set(map(str, predict_videos))).to_numpy()
     if set(vids[train]) & set(vids[held]):
         raise ValueError("lipsync train_predict_fold: a video is in both the training and the predicted set")
-    if cfg.target == TARGET_SYNC:
-        model, history = fit_sync(mouth, mel, vids.to_numpy(), centre_s, np.flatnonzero(train), cfg)
-    else:
-        y = labels.rename(index=str).reindex(vids[train]).to_numpy(dtype=np.float64)
-        if np.isnan(y).any():
-            raise ValueError("lipsync train_predict_fold: a training sample's video has no label")
-        rows = torch.from_numpy(np.flatnonzero(train))
-        model, history = fit_lipsync(mouth[rows], mel[rows], y, cfg)
+    model, history = TARGET_FITS[cfg.target](FitInputs(mouth, mel, index, labels, np.flatnonzero(train), centre_s, groups), cfg)
     held_rows = torch.from_numpy(np.flatnonzero(held))
-    logits = predict_lipsync_logits(model, mouth[held_rows], mel[held_rows], cfg.predict_batch_size)
-    return model, window_preds(index.iloc[held_rows.numpy()], logits, fold, learner), history
+    rows = scored_rows(model, mouth[held_rows], mel[held_rows], index.iloc[held_rows.numpy()], fold, learner,
+                       cfg.predict_batch_size)
+    return model, rows, history

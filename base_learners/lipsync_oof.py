@@ -14,6 +14,8 @@ Why it looks like this:
   audio_status and face_status already say why one has no rows.
 * **Crops read one at a time and shrunk at once** (base_learners.lipsync.mouth_patches over a
   CropSource): only the small mouth patches are held, never the crops.
+* **Target `corr` pairs every face of a frame with the frame's window** (the speaker is the face
+  most in sync, base_learners.lipsync_corr), and gives one row a frame, its video's verdict.
 * **Target `sync` trains on the real videos of the training folds only** (`trained_split`: the
   unit's recorded train videos are those), pairing each mouth with windows by where the windows sit
   in the track (`Samples.centre_s`, base_learners.lipsync_sync); held-out and test frames are
@@ -36,7 +38,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from base_learners.audio import window_preds
 from base_learners.audio_oof import (
     AUDIO_CACHE_DIR,
     ROLE_OOF,
@@ -51,14 +52,17 @@ from base_learners.audio_oof import (
     torch_threads,
     unit_info,
     unit_seed,
+    video_groups,
     video_labels,
     window_table,
 )
-from base_learners.lipsync import LipSyncNet, mouth_patches, predict_lipsync_logits, train_predict_fold
-from base_learners.lipsync_sync import TARGET_SYNC, around_instant, per_video_centred, real_videos, window_times
+from base_learners.lipsync import LipSyncNet, mouth_patches, scored_rows, train_predict_fold
+from base_learners.lipsync_corr import LANDMARK_POINTS, MOUTH_LANDMARKS, SyncCorrModel, mouth_opening
+from base_learners.lipsync_sync import TARGET_CORR, TARGET_SYNC, around_instant, per_video_centred, real_videos, window_times
 from features.audio import audio_table, collect_windows, log_mel
 from features.common import config_hash
 from features.contract import unit_name
+from features.faces.cache import landmark_points, landmarks_for_rows
 from features.faces.source import CropSource
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,8 @@ class LipSyncStageResult:
 
 @dataclass
 class Samples:
-    """The paired inputs: row i is (mouths[i], mel[i]) with table row i (WINDOW_KEY, label, fold)."""
+    """The paired inputs: row i is (mouths[i], mel[i]) with table row i (WINDOW_KEY, face_idx with
+    target corr, label, group, fold)."""
 
     table: pd.DataFrame
     mouths: torch.Tensor
@@ -87,34 +92,59 @@ class Samples:
 
 def paired_samples(videos: pd.DataFrame, folds: pd.DataFrame, frames: pd.DataFrame, crops_dir: Path | str,
                    cfg: AudioStageConfig, workdir: Path, audio_dir: Path | None = None) -> Samples:
-    """One sample per frame with face FACE_IDX and an audio window centred on it (see the module
-    docstring); the soundtracks are cached under `audio_dir` (default: the oof workdir's audio cache)."""
-    faces = frames.loc[frames["face_idx"] == FACE_IDX, ["video_id", "frame_idx", "crop_idx"]].astype({"video_id": str})
-    decoded = audio_table(videos, cfg.features, audio_dir or Path(workdir) / AUDIO_CACHE_DIR, frames=faces)
+    """One sample per frame with face FACE_IDX (target corr: per face of the frame, to find the
+    speaker) and the audio window centred on the frame (see the module docstring); the soundtracks
+    are cached under `audio_dir` (default: the oof workdir's audio cache)."""
+    tcfg = cfg.lipsync.train
+    every_face = tcfg.target == TARGET_CORR
+    faces = frames[["video_id", "frame_idx", "face_idx", "crop_idx"]].astype({"video_id": str, "frame_idx": "int64"})
+    if not every_face:
+        faces = faces[faces["face_idx"] == FACE_IDX]
+    decoded = audio_table(videos, cfg.features, audio_dir or Path(workdir) / AUDIO_CACHE_DIR,
+                          frames=faces.drop_duplicates(["video_id", "frame_idx"]))
     windows, index = collect_windows(decoded, cfg.features)
     if index.empty:  # no video with both a face and usable sound
         n_mels, n_time = input_shape(cfg)
-        mouths = torch.zeros((0, *cfg.lipsync.train.mouth_shape))
+        mouths = torch.zeros((0, *tcfg.mouth_shape))
         return Samples(window_table(index[WINDOW_KEY], videos, folds), mouths, torch.zeros((0, n_mels, n_time)),
                        (decoded.audio_dir.name, Path(crops_dir).name), np.zeros(0))
     index = index.astype({"video_id": str, "frame_idx": "int64"}).reset_index(drop=True)
-    faces = faces.astype({"frame_idx": "int64"})
-    paired = index.merge(faces, on=["video_id", "frame_idx"], how="left", validate="one_to_one")
+    paired = index.assign(window_row=np.arange(len(index))).merge(faces, on=["video_id", "frame_idx"], how="left",
+                                                                  validate="one_to_many")
     if paired["crop_idx"].isna().any():  # audio_table was given exactly these frames
         raise ValueError("lipsync: an audio window at a frame the face stage did not crop")
-    tcfg = cfg.lipsync.train
-    mouths = mouth_patches(CropSource.from_table(paired.astype({"crop_idx": "int64"}), crops_dir), tcfg)
-    table = window_table(paired[WINDOW_KEY], videos, folds)
+    mouths = mouth_inputs(paired.astype({"crop_idx": "int64"}), crops_dir, tcfg)
+    table = window_table(paired[WINDOW_KEY + (["face_idx"] if every_face else [])], videos, folds)
     centre, instant = window_times(decoded, index, cfg.features.sample_rate, cfg.features.window_s)
     mel = log_mel(windows, cfg.features)
     if tcfg.audio_span_s > 0:  # only the sound around the frame's instant, centred on it
         mel = around_instant(mel, instant - centre, cfg.features.hop_length / cfg.features.sample_rate,
                              tcfg.audio_span_s)
         centre = instant
+    window_row = paired["window_row"].to_numpy()  # each face of a frame pairs with the frame's window
+    mel, centre = mel[torch.from_numpy(window_row.copy())], centre[window_row]
     if tcfg.per_video_centred:
         vids = table["video_id"].to_numpy()
         mouths, mel = per_video_centred(mouths, vids), per_video_centred(mel, vids)
     return Samples(table, mouths, mel, (decoded.audio_dir.name, Path(crops_dir).name), centre)
+
+
+def sample_index(table: pd.DataFrame) -> pd.DataFrame:
+    """A samples table's key columns: WINDOW_KEY, and face_idx where a frame has a sample per face."""
+    return table[[c for c in WINDOW_KEY + ["face_idx"] if c in table]]
+
+
+def mouth_inputs(paired: pd.DataFrame, crops_dir: Path | str, tcfg) -> torch.Tensor:
+    """(N, *tcfg.mouth_shape): each paired row's mouth patch, or its opening from the crop cache's
+    68-point landmarks (`mouth_input: landmarks`; a cache without them is refused, naming it)."""
+    if tcfg.mouth_input != MOUTH_LANDMARKS:
+        return mouth_patches(CropSource.from_table(paired, crops_dir), tcfg)
+    points = landmark_points(Path(crops_dir))
+    if points != LANDMARK_POINTS:
+        raise ValueError(f"{crops_dir}: audio.lipsync.train.mouth_input landmarks needs the face stage's "
+                         f"{LANDMARK_POINTS}-point landmarks (faces.landmarks: {LANDMARK_POINTS}); this cache holds {points}")
+    opening = mouth_opening(landmarks_for_rows(paired, crops_dir))
+    return torch.from_numpy(opening).reshape(len(opening), *tcfg.mouth_shape)
 
 
 def trained_split(table: pd.DataFrame, fold: int, target: str) -> FoldSplit:
@@ -126,20 +156,20 @@ def trained_split(table: pd.DataFrame, fold: int, target: str) -> FoldSplit:
     return dataclasses.replace(split, train=split.train & table["video_id"].isin(reals).to_numpy(), train_ids=reals)
 
 
-def fold_test_rows(model: LipSyncNet, samples: Samples, rows: np.ndarray, fold: int, learner: str,
+def fold_test_rows(model: LipSyncNet | SyncCorrModel, samples: Samples, rows: np.ndarray, fold: int, learner: str,
                    batch_size: int) -> pd.DataFrame:
     """One fold model's rows (role test) for samples of videos outside every fold; `combine`
     averages them over the folds, as for the soundtrack learner (docs/design.md rule 4)."""
     at = torch.from_numpy(rows)
-    logits = predict_lipsync_logits(model, samples.mouths[at], samples.mel[at], batch_size)
-    return window_preds(samples.table.iloc[rows][WINDOW_KEY], logits, fold, learner).assign(role=ROLE_TEST)
+    return scored_rows(model, samples.mouths[at], samples.mel[at], sample_index(samples.table.iloc[rows]), fold,
+                       learner, batch_size).assign(role=ROLE_TEST)
 
 
 def run_fold(samples: Samples, fold: int, cfg: AudioStageConfig, units_dir: Path) -> tuple[pd.DataFrame, dict]:
     """(prediction rows with `role`, metrics) of one fold unit: trained, or loaded when finished."""
     lcfg = cfg.lipsync
     table = samples.table
-    key = config_hash(cfg.features, lcfg.train, lcfg.learner, fold, table[WINDOW_KEY + ["label", "fold"]],
+    key = config_hash(cfg.features, lcfg.train, lcfg.learner, fold, table[list(sample_index(table)) + ["label", "fold"]],
                      *samples.cache_keys)
     folder = units_dir / f"{lcfg.learner}-{unit_name(fold)}-{key}"
     done = load_unit(folder)
@@ -149,9 +179,9 @@ def run_fold(samples: Samples, fold: int, cfg: AudioStageConfig, units_dir: Path
     split = trained_split(table, fold, lcfg.train.target)
     tcfg = dataclasses.replace(lcfg.train, seed=unit_seed(lcfg.train.seed, lcfg.learner, fold))
     with torch_threads(cfg.num_threads):
-        model, oof, history = train_predict_fold(samples.mouths, samples.mel, table[WINDOW_KEY], video_labels(table),
+        model, oof, history = train_predict_fold(samples.mouths, samples.mel, sample_index(table), video_labels(table),
                                                  split.train_ids, table.loc[split.held, "video_id"].unique(), fold,
-                                                 tcfg, lcfg.learner, samples.centre_s)
+                                                 tcfg, lcfg.learner, samples.centre_s, video_groups(table))
         tested = fold_test_rows(model, samples, np.flatnonzero(split.test), fold, lcfg.learner, tcfg.predict_batch_size)
     rows = pd.concat([oof.assign(role=ROLE_OOF), tested], ignore_index=True)
     return save_unit(folder, model, rows, unit_info(lcfg.learner, fold, key, tcfg.seed, split, history,
@@ -191,7 +221,7 @@ def input_shape(cfg: AudioStageConfig) -> tuple[int, int]:
 
 
 def predict_unseen(videos: pd.DataFrame, frames: pd.DataFrame, crops_dir: Path | str, cfg: AudioStageConfig,
-                   models: dict[int, LipSyncNet], cache_dir: Path) -> pd.DataFrame:
+                   models: dict[int, LipSyncNet | SyncCorrModel], cache_dir: Path) -> pd.DataFrame:
     """frame_preds rows of videos outside every fold (the packaged detector's), as run_lipsync_stage
     scores its test split: the same paired samples (`frames`: their face stage's frames table,
     `crops_dir`: its crops; the soundtracks decoded into `cache_dir`), each fold model's logit,

@@ -33,7 +33,8 @@ from features.audio import AudioResult, frame_times, read_marker, read_samples
 
 TARGET_LABEL = "label"  # the video's label (real vs any fake), as every learner
 TARGET_SYNC = "sync"  # in sync (0) vs out of sync (1), from real videos only
-TARGETS = (TARGET_LABEL, TARGET_SYNC)
+TARGET_CORR = "corr"  # mouth-loudness correlation over a video's frames (base_learners.lipsync_corr)
+TARGETS = (TARGET_LABEL, TARGET_SYNC, TARGET_CORR)
 AUDIO_MEL = "mel"  # the audio stream reads the log-mel window
 AUDIO_ENVELOPE = "envelope"  # ... only its loudness over time (mean over the mel bands): no voice spectrum
 AUDIO_INPUTS = (AUDIO_MEL, AUDIO_ENVELOPE)

@@ -35,6 +35,7 @@ import mlflow
 from base_learners.audio_oof import STATUS_TABLE as AUDIO_STATUS
 from base_learners.audio_oof import AudioStageConfig, run_audio_stage, with_audio_preds, with_audio_units
 from base_learners.inputs import FRAME, PAIR, PAIR_FRAMES, PAIR_TRACK, input_kind, item_members
+from base_learners.lipsync_corr import LANDMARK_POINTS, MOUTH_LANDMARKS
 from base_learners.lipsync_oof import run_lipsync_stage
 from base_learners.oof import OOFResult, Unit, UnitResult, merge_train_config, prior_log_loss, run_oof, score_preds, units_table
 from base_learners.registry import LearnerConfig, build_learner
@@ -188,6 +189,14 @@ def corpus_roots(cfg: OOFConfig, workdir: Path) -> list[str]:
     root = workdir / "corpus" / corpus_key(cfg.synth)  # `workers` does not change the corpus
     generate_corpus(root, cfg.synth, progress=cfg.progress)
     return [str(root)]
+
+
+def check_lipsync_faces(cfg: OOFConfig) -> None:
+    """The lip-sync learner reading mouths from landmarks needs the face stage to find them."""
+    lips = cfg.audio.lipsync
+    if lips.enabled and lips.train.mouth_input == MOUTH_LANDMARKS and cfg.faces.landmarks != LANDMARK_POINTS:
+        raise ConfigError(f"audio.lipsync.train.mouth_input landmarks needs faces.landmarks={LANDMARK_POINTS} "
+                          f"(the inner lips), got {cfg.faces.landmarks}")
 
 
 def check_learners(learners: dict[str, LearnerConfig]) -> None:
@@ -355,6 +364,7 @@ def run(cfg: OOFConfig, profile: str = "custom", mlflow_dir: Path = MLFLOW_DIR) 
     learners = active_learners(cfg)
     tcfgs = train_configs(cfg, learners)
     check_learners(learners)
+    check_lipsync_faces(cfg)
     workdir = (Path(cfg.workdir) if cfg.workdir else WORK_DIR).resolve()  # tasks on other nodes get absolute paths
     out = workdir / "oof" / run_key(cfg)
     engine = build_engine(cfg, workdir, tcfgs)  # before any work: a wrong ray_address fails in seconds

@@ -13,13 +13,24 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from sklearn.metrics import roc_auc_score
 
 import base_learners.audio_oof as AO
+import base_learners.lipsync_corr as LC
 import base_learners.lipsync_oof as LO
-from base_learners.audio import AudioTrainConfig
-from base_learners.lipsync import LipSyncStageConfig, LipSyncTrainConfig, fit_lipsync, mouth_patch, predict_lipsync_logits
+from base_learners.audio import AudioTrainConfig, window_preds
+from base_learners.lipsync import (
+    LipSyncStageConfig,
+    LipSyncTrainConfig,
+    fit_lipsync,
+    load_lipsync_net,
+    mouth_patch,
+    predict_lipsync_logits,
+    scored_rows,
+)
 from base_learners.lipsync import train_predict_fold as train_lipsync_fold
-from base_learners.lipsync_sync import AUDIO_ENVELOPE, IN_SYNC, OUT_OF_SYNC, TARGET_SYNC, around_instant, per_video_centred, sync_pairs
+from base_learners.lipsync_corr import MOUTH_LANDMARKS, RIDGE_ALPHAS, mouth_opening
+from base_learners.lipsync_sync import AUDIO_ENVELOPE, IN_SYNC, OUT_OF_SYNC, TARGET_CORR, TARGET_SYNC, around_instant, per_video_centred, sync_pairs
 from features.aggregate import aggregate
 from features.audio import AudioConfig
 from features.common import ConfigError, result_dict, to_dict
@@ -33,7 +44,7 @@ from features.synth.config import FACE_SWAP, FAKE_KINDS, SoundConfig
 from features.synth.corpus import SOUND_TABLE
 from meta.learners import build_meta
 from pipelines.config import build_config
-from pipelines.oof import OOFConfig
+from pipelines.oof import OOFConfig, check_lipsync_faces
 from pipelines.scoring.package import PackagingError, spec_from_oof
 
 SEED = 6  # with these settings: one silent train group, the test group speaks (tiny plan, checked below)
@@ -328,13 +339,13 @@ def test_packaging_takes_the_lipsync_learners_fold_models(tmp_path):
         spec_from_oof(tmp_path, units.assign(fold=REFIT_FOLD), ["lipsync"], {}, [], {}, "refit")
 
 
-@pytest.mark.parametrize("lips_stage", [LIPS_STAGE, "sync"])
+@pytest.mark.parametrize("lips_stage", [LIPS_STAGE, "sync", "corr"])
 def test_the_detector_builds_lipsync_nets_for_the_input_the_stage_pairs(lips, tables, lips_stage):
     """input_shape (what the packaged detector builds its fold nets for) is the shape of the log-mel
     paired_samples gives, with the whole window or only the span around the instant."""
     work, frames, crops_dir, _, _ = lips
     videos, folds = tables
-    cfg = SYNC_STAGE if lips_stage == "sync" else lips_stage
+    cfg = {"sync": SYNC_STAGE, "corr": CORR_STAGE}.get(lips_stage, lips_stage)
     samples = LO.paired_samples(videos, folds, frames, crops_dir, cfg, work)
     assert len(samples.table) and tuple(samples.mel.shape[1:]) == LO.input_shape(cfg)
     silent = videos[~videos["video_id"].isin(set(samples.table["video_id"]))].head(1)
@@ -425,3 +436,186 @@ def test_audio_around_the_instant_and_per_video_centring():
     np.testing.assert_array_equal(out[1, 0].numpy() - mel[1, 0, 0].numpy(), [0, 0, 0, 1, 2])  # edge repeated
     x = torch.tensor([[1.0], [3.0], [10.0]])
     np.testing.assert_array_equal(per_video_centred(x, np.array(["a", "a", "b"])).numpy().ravel(), [-1, 1, 0])
+
+
+# ---- the correlation target (base_learners.lipsync_corr) ------------------------------------------
+
+CORR_TRAIN = dataclasses.replace(LIPS_TRAIN, target=TARGET_CORR, audio_span_s=0.1)
+CORR_STAGE = dataclasses.replace(STAGE, lipsync=LipSyncStageConfig(enabled=True, train=CORR_TRAIN))
+
+
+def talking(n_videos: int, n_frames: int, seed: int = 0, listener: bool = False):
+    """(mouths, log-mel, index, labels): each video's mouth opens (its lower rows darken) with its
+    loudness, over a face of its own; every third video is a lip-sync fake, its sound another draw.
+    With `listener` each frame also holds a second face whose mouth moves on its own, and in every
+    other video the speaker is that frame's face_idx 1 (index gains face_idx)."""
+    rng = np.random.default_rng(seed)
+    shape = CORR_TRAIN.mouth_shape
+    opening = np.zeros(shape)
+    opening[:, shape[1] // 2:, :] = -0.4
+    mouths, mels, rows, labels = [], [], [], {}
+    for v in range(n_videos):
+        vid, fake = f"v{v:02d}", v % 3 == 0
+        said = rng.random(n_frames)
+        heard = rng.random(n_frames) if fake else said
+        moving = [said, rng.random(n_frames)] if listener else [said]
+        if listener and v % 2:
+            moving.reverse()  # the speaker is face 1
+        for face, track in enumerate(moving):
+            face_rgb = rng.random(shape)
+            mouths.append(face_rgb + track[:, None, None, None] * opening + 0.02 * rng.standard_normal((n_frames, *shape)))
+            mels.append(np.broadcast_to(np.log(heard + 0.05)[:, None, None], (n_frames, 32, 11)))
+            rows += [(vid, i, 5 * i, face) for i in range(n_frames)]
+        labels[vid] = float(fake)
+    index = pd.DataFrame(rows, columns=["video_id", "window_idx", "frame_idx", "face_idx"])
+    index = index if listener else index.drop(columns="face_idx")
+    return (torch.tensor(np.concatenate(mouths), dtype=torch.float32), torch.tensor(np.concatenate(mels), dtype=torch.float32),
+            index, pd.Series(labels))
+
+
+def test_corr_map_learns_from_reals_only_and_ranks_lip_sync_fakes(tmp_path):
+    mouths, mel, index, labels = talking(36, 6)
+    vids = sorted(labels.index)
+    train, held = vids[:24], vids[24:]
+    model, rows, history = train_lipsync_fold(mouths, mel, index, labels, train, held, 0, CORR_TRAIN)
+    assert list(rows.columns) == list(window_preds(index.head(1), np.zeros(1), 0, "lipsync").columns)
+    assert set(rows["video_id"]) == set(held) and (rows.groupby("video_id")["logit"].nunique() == 1).all()
+    per_video = rows.groupby("video_id")["logit"].first()
+    assert roc_auc_score(labels.reindex(per_video.index), per_video) == 1.0  # lip-sync fakes above every real
+    chosen = history[-1]
+    assert chosen["mean_r_real"] > 0.9 > 0.5 > chosen["mean_r_fake"] and chosen["slope"] < 0
+    assert [h["alpha"] for h in history[:-1]] == list(RIDGE_ALPHAS) and chosen["n_real_videos"] == 16
+    # the map is fitted on the training reals alone: other mouths for the fakes and the held-out
+    # videos leave it as it was (only the calibration reads the fakes)
+    other = mouths.clone()
+    moved = np.flatnonzero(~index["video_id"].isin([v for v in train if labels[v] == 0]))
+    other[moved] = torch.rand(len(moved), *CORR_TRAIN.mouth_shape)
+    again, _, _ = train_lipsync_fold(other, mel, index, labels, train, held, 0, CORR_TRAIN)
+    assert torch.equal(again.coef, model.coef) and torch.equal(again.intercept, model.intercept)
+    # deterministic, and a unit's checkpoint is data (weights_only) that scores as the fitted model
+    torch.save(model.state_dict(), tmp_path / "model.pt")
+    loaded = load_lipsync_net(tmp_path / "model.pt", 32, 11, CORR_TRAIN)
+    at = np.flatnonzero(index["video_id"].isin(held))
+    np.testing.assert_array_equal(predict_lipsync_logits(loaded, mouths[at], mel[at], video_ids=index["video_id"].to_numpy()[at]),
+                                  rows["logit"].to_numpy())
+    # a video with too few frames has no correlation: no rows, not a made-up verdict
+    two = np.flatnonzero(index["video_id"].isin(held[:1]) & (index["window_idx"] < 2))
+    none = scored_rows(model, mouths[two], mel[two], index.iloc[two], 0, "lipsync", 8)
+    assert none.empty
+
+
+def test_corr_target_needs_a_span_some_reals_and_video_ids():
+    with pytest.raises(ValueError, match="audio_span_s > 0"):
+        LipSyncTrainConfig(target=TARGET_CORR)
+    mouths, mel, index, labels = talking(6, 6)
+    with pytest.raises(ValueError, match="in 2 or more groups, got 1 in 1"):
+        train_lipsync_fold(mouths, mel, index, labels, ["v00", "v01"], ["v02"], 0, CORR_TRAIN)
+    model, _, _ = train_lipsync_fold(mouths, mel, index, labels, ["v00", "v01", "v02", "v03"], ["v04"], 0, CORR_TRAIN)
+    with pytest.raises(ValueError, match="scores whole videos"):
+        predict_lipsync_logits(model, mouths, mel)
+    assert result_dict(CORR_TRAIN)["target"] == TARGET_CORR  # in the unit key
+
+
+@pytest.fixture(scope="module")
+def lips_corr(lips, tables):
+    work, frames, crops_dir, _, _ = lips
+    videos, folds = tables
+    return LO.run_lipsync_stage(videos, folds, frames, crops_dir, CORR_STAGE, work, progress=False)
+
+
+def test_corr_units_keep_fold_discipline_and_give_a_video_one_verdict(lips_corr, lips, tables):
+    videos, folds = tables
+    fold_of = folds.set_index("video_id")["fold"]
+    assert len(lips_corr.units) == fold_of.nunique()
+    for info in lips_corr.units:
+        trained = fold_of.reindex(info["train_video_ids"])
+        assert trained.notna().all() and (trained != info["fold"]).all()
+    preds = lips_corr.preds
+    assert list(preds.columns) == FRAME_PREDS_COLUMNS and np.isfinite(preds["logit"]).all()
+    assert (preds.groupby("video_id")["logit"].nunique() == 1).all()
+    assert set(preds["video_id"]) <= set(lips[4].preds["video_id"])  # only videos with paired frames
+
+
+def test_mouth_opening_from_landmarks_is_the_inner_gap_over_the_width():
+    points = np.zeros((2, 68, 2), np.float32)
+    points[:, 60], points[:, 64] = (10, 50), (30, 50)  # inner corners 20 px apart
+    for upper, lower in zip((61, 62, 63), (67, 66, 65)):
+        points[0, upper], points[0, lower] = (20, 48), (20, 52)  # a 4 px gap
+        points[1, upper], points[1, lower] = (20, 50), (20, 50)  # closed
+    np.testing.assert_allclose(mouth_opening(points), [0.2, 0.0])
+    np.testing.assert_allclose(mouth_opening(points * 3), [0.2, 0.0], atol=1e-6)  # scale-free
+    with pytest.raises(ValueError, match="68, 2"):
+        mouth_opening(np.zeros((1, 5, 2)))
+    with pytest.raises(ValueError, match="target corr only"):
+        LipSyncTrainConfig(mouth_input=MOUTH_LANDMARKS)
+    with pytest.raises(ValueError, match="mouth_input must be one of"):
+        LipSyncTrainConfig(target=TARGET_CORR, audio_span_s=0.1, mouth_input="lips")
+    cfg = build_config(OOFConfig, "oof", "audio", [])  # the profile's lip-sync learner reads landmarks
+    assert cfg.audio.lipsync.train.mouth_input == MOUTH_LANDMARKS and cfg.faces.landmarks == 68
+    check_lipsync_faces(cfg)
+    with pytest.raises(ConfigError, match="needs faces.landmarks=68"):
+        check_lipsync_faces(build_config(OOFConfig, "oof", "audio", ["faces.landmarks=5"]))
+
+
+CORR_LANDMARKS = dataclasses.replace(STAGE, lipsync=LipSyncStageConfig(
+    enabled=True, train=dataclasses.replace(CORR_TRAIN, mouth_input=MOUTH_LANDMARKS)))
+
+
+def test_corr_reads_mouth_openings_from_the_face_caches_landmarks(lips, tables):
+    """With 68-point landmarks in the face cache the samples are mouth openings, one number a
+    frame, on the frames the pixel path pairs; a cache without landmarks is refused, naming it."""
+    work, frames, crops_dir, _, _ = lips
+    videos, folds = tables
+    with pytest.raises(ValueError, match="needs the face stage's 68-point landmarks"):
+        LO.paired_samples(videos, folds, frames, crops_dir, CORR_LANDMARKS, work)
+    faces = extract_faces(videos, dataclasses.replace(FACES, landmarks=68), work / "faces68", progress=False)
+    marks = frames_table(faces.faces, videos, folds)
+    samples = LO.paired_samples(videos, folds, marks, faces.crops_dir, CORR_LANDMARKS, work)
+    assert tuple(samples.mouths.shape[1:]) == (1, 1, 1) and len(samples.table)
+    assert torch.isfinite(samples.mouths).all() and (samples.mouths >= 0).all() and samples.mouths.std() > 0
+    result = LO.run_lipsync_stage(videos, folds, marks, faces.crops_dir, CORR_LANDMARKS, work, progress=False)
+    assert np.isfinite(result.preds["logit"]).all() and (result.preds.groupby("video_id")["logit"].nunique() == 1).all()
+    assert {u["key"] for u in result.units}.isdisjoint(u["key"] for u in lips[4].units)
+
+
+def test_corr_never_scores_a_training_video_by_a_map_fitted_on_its_own_group(monkeypatch):
+    """A face swap keeps its original's mouth and sound: the cross-fitted r that calibrates the
+    unit must come from maps fitted on other groups' reals only."""
+    mouths, mel, index, labels = talking(24, 6)
+    mouths = mouths + 1e-3 * torch.arange(len(mouths), dtype=torch.float32).reshape(-1, 1, 1, 1)  # each row told apart
+    vids = sorted(labels.index)
+    groups = pd.Series({v: f"g{i // 3}" for i, v in enumerate(vids)})  # a fake (v % 3 == 0) with two reals
+    row_group = index["video_id"].map(groups).to_numpy()
+    calls = []
+
+    class Spy(LC.Ridge):
+        def fit(self, X, y):
+            self.fitted = set(np.round(X[:, 0], 9))
+            return super().fit(X, y)
+
+        def predict(self, X):
+            calls.append((self.fitted, set(np.round(X[:, 0], 9))))
+            return super().predict(X)
+
+    monkeypatch.setattr(LC, "Ridge", Spy)
+    x = LC.mouth_features(mouths, index["video_id"].to_numpy())
+    group_of = dict(zip(np.round(x[:, 0], 9), row_group))
+    LC.fit_corr(mouths, mel, index["video_id"].to_numpy(), labels, np.arange(len(index)), CORR_TRAIN.mouth_shape, groups)
+    assert len(calls) == len(LC.RIDGE_ALPHAS) * LC.INNER_SPLITS
+    assert all({group_of[k] for k in fit}.isdisjoint(group_of[k] for k in scored) for fit, scored in calls)
+
+
+def test_corr_finds_the_speaker_among_the_faces():
+    """Two faces a frame, one speaking: the video's r is its most-in-sync face's, so reals whose
+    speaker is face 1 score as reals; one row a frame."""
+    mouths, mel, index, labels = talking(36, 8, seed=1, listener=True)
+    vids = sorted(labels.index)
+    train, held = vids[:24], vids[24:]
+    model, rows, history = train_lipsync_fold(mouths, mel, index, labels, train, held, 0, CORR_TRAIN)
+    assert not rows.duplicated(["video_id", "frame_idx"]).any() and len(rows) == 8 * len(held)
+    per_video = rows.groupby("video_id")["logit"].first()
+    assert roc_auc_score(labels.reindex(per_video.index), per_video) == 1.0
+    assert history[-1]["mean_r_real"] > 0.9  # the speaker's r, whichever face speaks
+    one_track = index.drop(columns="face_idx")  # both faces as one track: the listener drowns the speaker
+    blind, _, blind_history = train_lipsync_fold(mouths, mel, one_track, labels, train, held, 0, CORR_TRAIN)
+    assert blind_history[-1]["mean_r_real"] < 0.9
