@@ -385,11 +385,16 @@ def test_sync_negatives_are_misaligned_and_deterministic():
     assert "target" not in result_dict(LIPS_TRAIN) and result_dict(SYNC_TRAIN)["target"] == TARGET_SYNC  # in the key
 
 
-@pytest.fixture(scope="module")
-def lips_sync(lips, tables):
+def rerun_lipsync(lips, tables, stage):
+    """The lip-sync stage with other settings on the `lips` fixture's faces and audio cache."""
     work, frames, crops_dir, _, _ = lips
     videos, folds = tables
-    return LO.run_lipsync_stage(videos, folds, frames, crops_dir, SYNC_STAGE, work, progress=False)
+    return LO.run_lipsync_stage(videos, folds, frames, crops_dir, stage, work, progress=False)
+
+
+@pytest.fixture(scope="module")
+def lips_sync(lips, tables):
+    return rerun_lipsync(lips, tables, SYNC_STAGE)
 
 
 def test_sync_units_train_only_on_real_videos_of_other_folds(lips_sync, lips, tables):
@@ -518,9 +523,7 @@ def test_corr_target_needs_a_span_some_reals_and_video_ids():
 
 @pytest.fixture(scope="module")
 def lips_corr(lips, tables):
-    work, frames, crops_dir, _, _ = lips
-    videos, folds = tables
-    return LO.run_lipsync_stage(videos, folds, frames, crops_dir, CORR_STAGE, work, progress=False)
+    return rerun_lipsync(lips, tables, CORR_STAGE)
 
 
 def test_corr_units_keep_fold_discipline_and_give_a_video_one_verdict(lips_corr, lips, tables):
