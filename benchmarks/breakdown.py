@@ -29,6 +29,7 @@ ALL = "all"
 METHOD_COLUMN, CORPUS_COLUMN = "method", "part"
 SBI_SUFFIX = "_sbi"  # profile sbi names a self-blended learner after its supervised twin: meso_hp_sbi ~ meso_hp
 SUBSET_STACK = "best stack [{}]"  # the best stacked configuration within a named learner subset
+WITH_SBI, WITHOUT_SBI = "best stack with self-blended", "best stack without self-blended"
 
 
 def method_masks(y: np.ndarray, methods: pd.Series | None) -> dict[str, np.ndarray]:
@@ -108,10 +109,33 @@ def subset_stacks(results) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]
     return cv, {k: v for k, v in test.items() if v is not None}
 
 
+def sbi_stacks(results) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(outer-CV, test) P(FAKE) of the best stacked configuration holding a self-blended learner
+    (WITH_SBI) and of the best holding none (WITHOUT_SBI), by outer-CV log loss; empty unless both
+    exist. Issue 28's question ("does the stack with it beat the stack without it") is this pair:
+    the overall best stack may hold no self-blended learner, and then no other pair answers it."""
+    best: dict[str, object] = {}
+    for r in results:
+        if r.spec.meta in BASELINE_METAS or r.spec.meta == "single":
+            continue
+        side = WITH_SBI if any(name.endswith(SBI_SUFFIX) for name in r.spec.learners) else WITHOUT_SBI
+        if side not in best or r.metrics["cv_log_loss"] < best[side].metrics["cv_log_loss"]:
+            best[side] = r
+    if len(best) < 2:
+        return {}, {}
+    cv = {f"{side}: {r.spec.name}": r.cv_stages[FINAL_STAGE] for side, r in best.items()}
+    test = {f"{side}: {r.spec.name}": r.test_stages.get(FINAL_STAGE) for side, r in best.items()}
+    return cv, {k: v for k, v in test.items() if v is not None}
+
+
 def default_pairs(names: list[str], best: str) -> list[tuple[str, str]]:
-    """The best stack against each named subset's best stack, and each self-blended learner
-    against its supervised twin (`meso_hp_sbi` against `meso_hp`)."""
+    """The best stack against each named subset's best stack, the best stack with self-blended
+    learners against the best without, and each self-blended learner against its supervised twin
+    (`meso_hp_sbi` against `meso_hp`)."""
     pairs = [(best, n) for n in names if n.startswith(SUBSET_STACK.format("")[:-1])]
+    with_sbi = [n for n in names if n.startswith(f"{WITH_SBI}:")]
+    without_sbi = [n for n in names if n.startswith(f"{WITHOUT_SBI}:")]
+    pairs += [(a, b) for a in with_sbi for b in without_sbi]
     pairs += [(n, n[: -len(SBI_SUFFIX)]) for n in names if n.endswith(SBI_SUFFIX) and n[: -len(SBI_SUFFIX)] in names]
     return pairs
 

@@ -245,9 +245,12 @@ def test_predictions(result: stack.StackResult, best: str) -> dict[str, np.ndarr
 def print_breakdowns(X: pd.DataFrame, X_test: pd.DataFrame, preds: dict[str, np.ndarray], best: str,
                      args, result: stack.StackResult) -> dict[str, pd.DataFrame]:
     """Per-method figures of the outer CV, the named subsets' best stacks against the best stack,
-    each self-blended learner against its twin, and all of it again on a labelled test split."""
+    the best stack with self-blended learners against the best without, each self-blended learner
+    against its twin, and all of it again on a labelled test split."""
     videos, _ = oof_tables(args, result)
     sub_cv, sub_test = breakdown.subset_stacks(result.results)
+    sbi_cv, sbi_test = breakdown.sbi_stacks(result.results)
+    sub_cv, sub_test = {**sub_cv, **sbi_cv}, {**sub_test, **sbi_test}
     tables = {}
     for split, rows, split_preds in (("outer CV", X, {**preds, **sub_cv}),
                                      ("test", X_test, {**test_predictions(result, best), **sub_test})):

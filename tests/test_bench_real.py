@@ -240,15 +240,25 @@ def test_breakdown_per_method_pairs_and_subset_stacks():
     row = table.set_index(["rows", "config"]).loc[("A", "good")]
     assert row["n"] == masks["A"].sum() and row["n_fake"] == ((methods == "A").sum())
     # subset stacks: the best stacked configuration per named subset, not leave-one-out or baselines
-    def spec_result(meta, subset, ll, p):
-        return SimpleNamespace(spec=SimpleNamespace(meta=meta, subset=subset), metrics={"cv_log_loss": ll},
-                               cv_stages={"clipped": p}, test_stages={"clipped": p[:3]})
+    def spec_result(meta, subset, ll, p, learners=("meso", "spec")):
+        spec = SimpleNamespace(meta=meta, subset=subset, learners=learners, name=f"{meta}[{subset}]")
+        return SimpleNamespace(spec=spec, metrics={"cv_log_loss": ll}, cv_stages={"clipped": p},
+                               test_stages={"clipped": p[:3]})
     results = [spec_result("logreg", "sup", 0.5, noisy), spec_result("lgbm", "sup", 0.4, good),
                spec_result("logreg", "-x", 0.1, good), spec_result("average", "sup", 0.1, good)]
     cv, test = breakdown.subset_stacks(results)
     assert list(cv) == ["best stack [sup]"] and cv["best stack [sup]"] is good and len(test["best stack [sup]"]) == 3
     pairs = breakdown.default_pairs(["best stack: x", "best stack [sup]", "meso_sbi", "meso", "spec_sbi"], "best stack: x")
     assert pairs == [("best stack: x", "best stack [sup]"), ("meso_sbi", "meso")]
+    # with against without self-blended learners: the best on each side, whichever is best overall
+    assert breakdown.sbi_stacks(results) == ({}, {})  # no self-blended learner: nothing to compare
+    results += [spec_result("logreg", "all", 0.45, noisy, ("meso", "meso_sbi")),
+                spec_result("lgbm", "all", 0.6, good, ("meso", "meso_sbi")),
+                spec_result("single", "meso_sbi", 0.05, good, ("meso_sbi",))]
+    cv, test = breakdown.sbi_stacks(results)
+    with_sbi, without_sbi = "best stack with self-blended: logreg[all]", "best stack without self-blended: logreg[-x]"
+    assert set(cv) == set(test) == {with_sbi, without_sbi} and cv[with_sbi] is noisy and cv[without_sbi] is good
+    assert breakdown.default_pairs(["best stack: x", *cv], "best stack: x") == [(with_sbi, without_sbi)]
     cmp = breakdown.paired(y, groups, {"good": good, "noisy": noisy}, [("good", "noisy")], n_replicates=200)
     assert cmp.loc[0, "ratio_hi"] < 1.0 and cmp.loc[0, "diff_lo"] > 0  # the clean scores beat the noisy ones
 
