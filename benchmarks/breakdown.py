@@ -94,19 +94,30 @@ def paired(y, groups, preds: dict[str, np.ndarray], pairs: list[tuple[str, str]]
     return pd.DataFrame(rows)
 
 
+def _best_per(results, key) -> dict[str, object]:
+    """The stacked result (no baseline, no single learner) of lowest outer-CV log loss per `key(r)`
+    (None: left out)."""
+    best: dict[str, object] = {}
+    for r in results:
+        k = None if r.spec.meta in BASELINE_METAS or r.spec.meta == "single" else key(r)
+        if k is not None and (k not in best or r.metrics["cv_log_loss"] < best[k].metrics["cv_log_loss"]):
+            best[k] = r
+    return best
+
+
+def _cv_and_test(named: dict[str, object]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(outer-CV, test) P(FAKE) of each named result; test only where the run had a test split."""
+    cv = {name: r.cv_stages[FINAL_STAGE] for name, r in named.items()}
+    test = {name: r.test_stages.get(FINAL_STAGE) for name, r in named.items()}
+    return cv, {k: v for k, v in test.items() if v is not None}
+
+
 def subset_stacks(results) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(outer-CV, test) P(FAKE) of the best stacked configuration of each NAMED learner subset
     (not `all`, not the leave-one-out `-learner` ones), by outer-CV log loss."""
-    best: dict[str, object] = {}
-    for r in results:
-        s = r.spec.subset
-        if r.spec.meta in BASELINE_METAS or s == ALL or s.startswith("-") or r.spec.meta == "single":
-            continue
-        if s not in best or r.metrics["cv_log_loss"] < best[s].metrics["cv_log_loss"]:
-            best[s] = r
-    cv = {SUBSET_STACK.format(s): r.cv_stages[FINAL_STAGE] for s, r in best.items()}
-    test = {SUBSET_STACK.format(s): r.test_stages.get(FINAL_STAGE) for s, r in best.items()}
-    return cv, {k: v for k, v in test.items() if v is not None}
+    best = _best_per(results, lambda r: None if r.spec.subset == ALL or r.spec.subset.startswith("-")
+                     else r.spec.subset)
+    return _cv_and_test({SUBSET_STACK.format(s): r for s, r in best.items()})
 
 
 def sbi_stacks(results) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -114,18 +125,11 @@ def sbi_stacks(results) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     (WITH_SBI) and of the best holding none (WITHOUT_SBI), by outer-CV log loss; empty unless both
     exist. Issue 28's question ("does the stack with it beat the stack without it") is this pair:
     the overall best stack may hold no self-blended learner, and then no other pair answers it."""
-    best: dict[str, object] = {}
-    for r in results:
-        if r.spec.meta in BASELINE_METAS or r.spec.meta == "single":
-            continue
-        side = WITH_SBI if any(name.endswith(SBI_SUFFIX) for name in r.spec.learners) else WITHOUT_SBI
-        if side not in best or r.metrics["cv_log_loss"] < best[side].metrics["cv_log_loss"]:
-            best[side] = r
+    best = _best_per(results, lambda r: WITH_SBI if any(n.endswith(SBI_SUFFIX) for n in r.spec.learners)
+                     else WITHOUT_SBI)
     if len(best) < 2:
         return {}, {}
-    cv = {f"{side}: {r.spec.name}": r.cv_stages[FINAL_STAGE] for side, r in best.items()}
-    test = {f"{side}: {r.spec.name}": r.test_stages.get(FINAL_STAGE) for side, r in best.items()}
-    return cv, {k: v for k, v in test.items() if v is not None}
+    return _cv_and_test({f"{side}: {r.spec.name}": r for side, r in best.items()})
 
 
 def default_pairs(names: list[str], best: str) -> list[tuple[str, str]]:
