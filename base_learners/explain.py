@@ -38,12 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from base_learners.augment import center_crop, resize
-from base_learners.registry import target_layer
+from base_learners.registry import has_target_layer, target_layer
 from base_learners.train import PIXEL_MAX
 from base_learners.views import gaussian_kernel
 from features.common import Registry
 
 MAP_METHODS: Registry[Callable[..., np.ndarray]] = Registry("map method")
+LAYER_METHODS = frozenset({"gradcam"})  # the methods that read a target layer (registry.TARGET_LAYERS)
 
 
 @dataclass
@@ -154,6 +155,11 @@ def lime(model: nn.Module, x: torch.Tensor, cfg: MapConfig) -> np.ndarray:
                                        n_samples=cfg.lime_samples, perturbations_per_eval=cfg.lime_batch)
             out.append(attr.detach()[0, 0].clamp_min(0.0).numpy())
     return np.stack(out).astype(np.float32)
+
+
+def mappable(model: nn.Module, method: str) -> bool:
+    """Whether `method` can draw this learner's map: Grad-CAM needs a spatial layer (LIME needs none)."""
+    return method not in LAYER_METHODS or has_target_layer(model)
 
 
 def face_maps(models: list[nn.Module], crops: np.ndarray, cfg: MapConfig | None = None) -> np.ndarray:

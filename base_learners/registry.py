@@ -120,6 +120,12 @@ for _family in DEFAULT_VARIANTS:
     TARGET_LAYERS[_family] = TIMM_LAST_STAGE
 
 
+def has_target_layer(model: nn.Module) -> bool:
+    """Whether the learner has a class-activation layer (the spectrum MLP has none: it discards where
+    anything is on the face, so Grad-CAM has no map to draw for it)."""
+    return getattr(model, "learner_name", None) in TARGET_LAYERS
+
+
 def target_layer_path(model: nn.Module) -> str:
     """The dotted path of a built learner's class-activation layer (TARGET_LAYERS, resolved)."""
     name = getattr(model, "learner_name", None)

@@ -22,13 +22,14 @@ import pytest
 from tiny_runs import tiny_oof, tiny_stack
 
 import mlflow
-from base_learners.explain import MapConfig, face_maps
+from base_learners.explain import MapConfig, face_maps, mappable
 from base_learners.registry import LearnerConfig, build_learner, load_unit_model, target_layer_path
 from features.common import from_dict
 from features.faces.extract import load_crops
 from features.synth import SynthConfig, generate_corpus
 from pipelines import predict
-from pipelines.explain.report import report_name
+from pipelines.explain.case import ExplainConfig, VideoCase, explain
+from pipelines.explain.report import heatmaps_section, report_name
 from pipelines.stack import EXPLAIN_DIR
 
 SECTIONS = ("verdict", "frames", "timeline", "heatmaps", "contributions")
@@ -100,6 +101,24 @@ def test_every_family_has_a_target_layer_and_maps_in_the_crop_frame(run, name, v
     for method in ("gradcam", "lime"):
         maps = face_maps([model], crops, MapConfig(method=method, lime_samples=20))
         assert maps.shape == crops.shape[:3] and np.isfinite(maps).all()
+
+
+def test_a_learner_without_a_spatial_layer_is_named_not_mapped(run):
+    """Grad-CAM of the spectrum MLP has no layer to read: the report says so (LIME maps it)."""
+    crops = _most_fake_crops(run, k=2)
+    meso = build_learner(LearnerConfig(name="meso4", input_size=48))
+    spec = build_learner(LearnerConfig(name="spectrum", input_size=64))
+    assert mappable(meso, "gradcam") and not mappable(spec, "gradcam") and mappable(spec, "lime")
+    faces = pd.DataFrame({"frame_idx": [0, 1], "face_idx": [0, 0], "crop_idx": [0, 1]})
+    preds = pd.DataFrame({"frame_idx": [0, 1, 0, 1], "face_idx": [0] * 4, "learner": ["meso4"] * 2 + ["spec"] * 2,
+                          "prob": [0.7, 0.6, 0.8, 0.4]})
+    case = VideoCase(name="v.mp4", path=None, status="ok", message="", p_fake=0.7, threshold=0.5, n_frames=2,
+                     faces=faces, crops=crops, frame_preds=preds, models={"meso4": [meso], "spec": [spec]})
+    expl = explain(case)
+    assert list(expl.maps) == ["meso4"] and expl.no_layer == ["spec"]
+    assert "No gradcam map for spec" in heatmaps_section(expl, ExplainConfig())
+    lime_cfg = ExplainConfig(maps=MapConfig(method="lime", lime_samples=20))
+    assert set(explain(case, lime_cfg).maps) == {"meso4", "spec"}
 
 
 def _sections(text: str) -> set[str]:

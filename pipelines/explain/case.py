@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from base_learners.explain import MapConfig, face_maps
+from base_learners.explain import MapConfig, face_maps, mappable
 from base_learners.inputs import FRAME, model_input_kind
 from meta.contributions import Contributions
 from pipelines.explain.sound import SoundView
@@ -84,6 +84,7 @@ class Explanation:
     maps: dict[str, LearnerMaps]
     method: str
     unmapped: list[str] = field(default_factory=list)  # learners of pairs or tracks: no per-face map
+    no_layer: list[str] = field(default_factory=list)  # frame learners the map method cannot map (spectrum)
 
 
 def per_frame_probs(frame_preds: pd.DataFrame) -> pd.DataFrame:
@@ -105,10 +106,12 @@ def explain(case: VideoCase, cfg: ExplainConfig | None = None) -> Explanation:
     cfg = cfg or ExplainConfig()
     maps: dict[str, LearnerMaps] = {}
     unmapped = [name for name, models in case.models.items() if model_input_kind(models[0]) != FRAME]
+    no_layer = [name for name, models in case.models.items()
+                if name not in unmapped and not mappable(models[0], cfg.maps.method)]
     if case.judged and case.crops is not None:
         crop_of = case.faces.set_index(["frame_idx", "face_idx"])["crop_idx"]
         for learner, models in case.models.items():
-            if learner in unmapped:
+            if learner in unmapped or learner in no_layer:
                 continue
             top = most_fake_faces(case.frame_preds, learner, cfg.top_frames)
             if top.empty:
@@ -117,4 +120,4 @@ def explain(case: VideoCase, cfg: ExplainConfig | None = None) -> Explanation:
             crops = case.crops[idx]
             maps[learner] = LearnerMaps(top["frame_idx"].astype(int).tolist(), top["prob"].astype(float).tolist(),
                                         crops, face_maps(models, crops, cfg.maps))
-    return Explanation(case, per_frame_probs(case.frame_preds), maps, cfg.maps.method, unmapped)
+    return Explanation(case, per_frame_probs(case.frame_preds), maps, cfg.maps.method, unmapped, no_layer)

@@ -150,6 +150,9 @@ def heatmaps_section(expl: Explanation, cfg: ExplainConfig) -> str:
     case = expl.case
     unmapped = (f" No map for {', '.join(expl.unmapped)}: each of their predictions reads several faces of one "
                 "track (a pair of frames, or a clip), not a single face.") if expl.unmapped else ""
+    if expl.no_layer:
+        unmapped += (f" No {expl.method} map for {', '.join(expl.no_layer)}: no spatial layer (a spectrum "
+                     "discards where anything is on the face); explain.maps.method=lime maps any learner.")
     if not expl.maps:
         why = _no_face_text(case) if not case.judged else "No learner that reads single faces is in this ensemble."
         return _section("heatmaps", "Where each learner looked", _note(why + unmapped))
