@@ -154,7 +154,7 @@ def heatmaps_section(expl: Explanation, cfg: ExplainConfig) -> str:
         unmapped += (f" No {expl.method} map for {', '.join(expl.no_layer)}: no spatial layer (a spectrum "
                      "discards where anything is on the face); explain.maps.method=lime maps any learner.")
     if not expl.maps:
-        why = _no_face_text(case) if not case.judged else "No learner that reads single faces is in this ensemble."
+        why = _no_face_text(case) if not case.judged else "No learner of this ensemble has a per-face map."
         return _section("heatmaps", "Where each learner looked", _note(why + unmapped))
     k = max(len(m.frames) for m in expl.maps.values())
     height = PANEL_IN * len(expl.maps) + TITLE_IN
