@@ -128,10 +128,10 @@ def has_target_layer(model: nn.Module) -> bool:
 
 def target_layer_path(model: nn.Module) -> str:
     """The dotted path of a built learner's class-activation layer (TARGET_LAYERS, resolved)."""
-    name = getattr(model, "learner_name", None)
-    if name not in TARGET_LAYERS:
-        raise KeyError(f"learner {name!r} has no target layer; registered: {sorted(TARGET_LAYERS)}")
-    path = TARGET_LAYERS[name]
+    if not has_target_layer(model):
+        raise KeyError(f"learner {getattr(model, 'learner_name', None)!r} has no target layer; "
+                       f"registered: {sorted(TARGET_LAYERS)}")
+    path = TARGET_LAYERS[model.learner_name]
     if path == TIMM_LAST_STAGE:
         return "net." + model.net.feature_info[-1]["module"]
     return path
