@@ -238,6 +238,11 @@ def _target_and_head(model: nn.Module) -> tuple[nn.Module, tuple[str, ...]]:
     return model, tuple(getattr(model, "HEAD_PREFIXES", ()))
 
 
+# how to make a weights file that no download provides, by timm variant
+WEIGHTS_HINTS = {"mobilenetv2_100_keras": "; make it from the npm package nsfwjs: `npm pack nsfwjs`, then "
+                                          "`python -m base_learners.keras_mobilenet nsfwjs-*.tgz --out PATH`"}
+
+
 def load_weights(model: nn.Module, path: str | Path) -> None:
     """Load a local state dict, strict about everything but the classifier head.
 
@@ -248,7 +253,8 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights_path {str(path)!r} does not exist")
+        hint = WEIGHTS_HINTS.get(getattr(model, "variant", None), "")
+        raise FileNotFoundError(f"weights_path {str(path)!r} does not exist{hint}")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

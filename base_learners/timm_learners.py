@@ -23,19 +23,25 @@ import timm
 import torch
 from torch import nn
 
-from base_learners import timm_tiny  # noqa: F401  (registers resnext_tiny, xception_tiny with timm)
+from base_learners import (
+    keras_mobilenet,  # noqa: F401  (registers mobilenetv2_100_keras with timm)
+    timm_tiny,  # noqa: F401  (registers resnext_tiny, xception_tiny with timm)
+)
 
 # full profile: the DFDC-scale models named in docs/design.md
 DEFAULT_VARIANTS = {
     "resnext": "resnext50_32x4d",
     "xception": "legacy_xception",
     "efficientnet": "tf_efficientnet_b4",
+    # the one ImageNet trunk offline: Keras's MobileNetV2 from npm's nsfwjs (base_learners.keras_mobilenet)
+    "mobilenet": "mobilenetv2_100_keras",
 }
 # demo profile / tests: the lightest real member of each family (see the module docstring)
 LIGHT_VARIANTS = {
     "resnext": "resnext_tiny",
     "xception": "xception_tiny",
     "efficientnet": "tinynet_e",
+    "mobilenet": "mobilenetv2_050",
 }
 HEAD_INIT_STD = 0.01  # the single-logit classifier's initial weights (see the module docstring)
 

@@ -43,10 +43,12 @@ def _same(a: pd.DataFrame, b: pd.DataFrame, cols: list[str], what: str, where: s
         raise MergeError(f"{where}: its {what} table differs from the first run's (columns {cols})")
 
 
-def merge(folders: list[Path], out: Path) -> dict[str, pd.DataFrame]:
-    """Check the runs describe the same videos and folds, write the merged tables to `out`."""
-    if len(folders) < 2:
-        raise MergeError("give at least two oof folders")
+def merge(folders: list[Path], out: Path, keep: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Check the runs describe the same videos and folds, write the merged tables to `out`; with
+    `keep`, only those learners' predictions (e.g. a stack without some learners, whose plain
+    average and leave-one-out rows then leave them out too)."""
+    if len(folders) < 2 and keep is None:
+        raise MergeError("give at least two oof folders (or one with --learners)")
     runs = [read_tables(f) for f in folders]
     first = runs[0]
     keys = set(map(tuple, first["frame_preds"][FACE_KEY].drop_duplicates().to_numpy()))
@@ -63,7 +65,13 @@ def merge(folders: list[Path], out: Path) -> dict[str, pd.DataFrame]:
             raise MergeError(f"{folder}: predictions on {len(theirs ^ keys)} face keys the first run does not "
                              "share (its faces differ: merge runs of a face-image set, or of the same face cache)")
     merged = {name: first[name] for name in KEPT_FROM_FIRST if first[name] is not None}
-    merged["frame_preds"] = pd.concat([t["frame_preds"] for t in runs], ignore_index=True)
+    preds = pd.concat([t["frame_preds"] for t in runs], ignore_index=True)
+    if keep is not None:
+        unknown = sorted(set(keep) - learners)
+        if unknown:
+            raise MergeError(f"learners {unknown} are in none of the runs; they hold {sorted(learners)}")
+        preds, learners = preds[preds["learner"].isin(keep)].reset_index(drop=True), set(keep)
+    merged["frame_preds"] = preds
     out.mkdir(parents=True, exist_ok=True)
     for name, table in merged.items():
         table.to_parquet(out / f"{name}.parquet", index=False)
@@ -75,10 +83,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--oof-dir", nargs="+", required=True, type=Path, help="the oof output folders")
     parser.add_argument("--out", required=True, type=Path, help="the merged folder (for stack.py --set oof_dir=...)")
+    parser.add_argument("--learners", nargs="+", help="keep only these learners (default: all)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        merge(args.oof_dir, args.out)
+        merge(args.oof_dir, args.out, args.learners)
     except (MergeError, FileNotFoundError) as err:
         print(f"merge_oof: error: {err}", file=sys.stderr)
         return 2

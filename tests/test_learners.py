@@ -14,7 +14,7 @@ from base_learners.onet import ONET_INPUT_SIZE
 from base_learners.registry import LEARNERS, LearnerConfig, build_learner
 from base_learners.timm_learners import DEFAULT_VARIANTS, LIGHT_VARIANTS, PretrainedUnavailableError
 
-ALL = ["meso4", "mesoinception4", "resnext", "xception", "efficientnet"]
+ALL = ["meso4", "mesoinception4", "resnext", "xception", "efficientnet", "mobilenet"]
 SIZE = 64  # the demo input size; the MesoNets' pooling needs >= 32
 
 

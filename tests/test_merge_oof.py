@@ -35,3 +35,12 @@ def test_merge_refuses_runs_that_differ(tmp_path, kwargs, learner, message):
     with pytest.raises(MergeError, match=message):
         merge([a, b], tmp_path / "c")
     assert main(["--oof-dir", str(a), str(b), "--out", str(tmp_path / "c")]) == 2
+
+
+def test_merge_keeps_only_the_named_learners(tmp_path, capsys):
+    a, b = write_run(tmp_path / "a", "meso"), write_run(tmp_path / "b", "dlib")
+    merged = merge([a, b], tmp_path / "c", keep=["dlib"])
+    assert merged["frame_preds"]["learner"].unique().tolist() == ["dlib"]
+    assert merge([a], tmp_path / "d", keep=["meso"])["frame_preds"].shape[0] == 3  # one run, filtered
+    assert main(["--oof-dir", str(a), str(b), "--out", str(tmp_path / "e"), "--learners", "dlib", "mesonet"]) == 2
+    assert "['mesonet'] are in none of the runs; they hold ['dlib', 'meso']" in capsys.readouterr().err
