@@ -289,7 +289,11 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def load_unit_model(unit_dir: Path, lcfg: LearnerConfig) -> torch.nn.Module:
-    """A unit's fold model back from its checkpoint (state dict, loaded with weights_only=True)."""
-    model = build_learner(lcfg)
+    """A unit's fold model back from its checkpoint (state dict, loaded with weights_only=True).
+
+    The checkpoint holds every weight, so the learner's starting `weights_path` is not read: a
+    packaged detector scores on a machine that never had that file (e.g. the converted
+    MobileNetV2 of base_learners.keras_mobilenet)."""
+    model = build_learner(replace(lcfg, weights_path=None))
     model.load_state_dict(torch.load(Path(unit_dir) / UNIT_FILES[0], map_location="cpu", weights_only=True))
     return model.eval()

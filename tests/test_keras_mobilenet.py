@@ -18,7 +18,8 @@ import timm
 import torch
 
 from base_learners.keras_mobilenet import BN_KEYS, MODEL_DIR, SHARD_FILE, TOPOLOGY_FILE, import_nsfwjs, keras_to_timm_names, main, read_nsfwjs
-from base_learners.registry import LearnerConfig, build_learner
+from base_learners.registry import LearnerConfig, build_learner, load_unit_model
+from features.contract import UNIT_FILES
 
 KERAS_BN_KINDS = {v: k for k, v in BN_KEYS.items()}
 
@@ -118,3 +119,20 @@ def test_bad_packages_are_named(tmp_path, capsys):
 def test_a_missing_weights_file_says_how_to_make_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt.*npm pack nsfwjs"):
         build_learner(LearnerConfig("mobilenet", weights_path=str(tmp_path / "nope.pt")))
+
+
+def test_a_unit_checkpoint_loads_without_its_starting_weights_file(tmp_path):
+    """A packaged detector carries every weight in its units: scoring must not need the file the
+    learner started from (it stays on the training machine)."""
+    start = tmp_path / "start.pt"
+    torch.save(timm.create_model("mobilenetv2_050", num_classes=1000).state_dict(), start)
+    cfg = LearnerConfig("mobilenet", variant="mobilenetv2_050", input_size=64, weights_path=str(start))
+    trained = build_learner(cfg).eval()
+    unit = tmp_path / "unit"
+    unit.mkdir()
+    torch.save(trained.state_dict(), unit / UNIT_FILES[0])
+    start.unlink()
+    loaded = load_unit_model(unit, cfg)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), trained(x))
