@@ -100,12 +100,11 @@ def keras_state_dict(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         layer, kind = key.split("/", 1)
         if layer not in names:
             continue
-        param = BN_KEYS.get(kind, "weight") if kind in BN_KEYS or kind.endswith("kernel") else None
+        param = "weight" if kind.endswith("kernel") else BN_KEYS.get(kind)
         if param is None:
             raise ValueError(f"unexpected weight {key!r} for MobileNetV2 layer {layer!r}")
         state[f"{names[layer]}.{param}"] = _torch_tensor(kind, value)
-    n_bn = sum(1 for layer in names if layer.endswith(("BN", "bn")) or layer.startswith("bn_"))
-    expected = (len(names) - n_bn) + 4 * n_bn
+    expected = sum(len(BN_KEYS) if path.rsplit(".", 1)[-1].startswith("bn") else 1 for path in names.values())
     if len(state) != expected:
         raise ValueError(f"MobileNetV2 trunk incomplete: {len(state)} of {expected} tensors found")
     return state
