@@ -10,7 +10,8 @@ detections and two encodings, so they never match exactly; blurring averages ove
     python -m benchmarks.swap_diff --data ../shared/data/dfdc-faces-dev --out diff.png
 
 Reads a face-image set (`metadata.csv` with `videoname,label,original`, features.corpus.face_csv),
-pairs up to `--pairs` fakes (drawn with `--seed`) with their original's crop, prints the mean
+pairs up to `--pairs` fakes (drawn with `--seed`) with their original's crop (a video's folder of
+frames: its first frame), prints the mean
 difference in the central square and in the border band with every fake accounted for (used, or why
 not), and writes the mean map as a grey PNG scaled to its maximum.
 """
@@ -26,7 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from features.corpus.face_csv import read_face_csv
+from features.corpus.face_csv import IMAGE_EXTENSIONS, read_face_csv
 from features.corpus.readers import FAKE, STATUS_OK, listing
 from pipelines.config import exit_on_user_error, setup_logging
 
@@ -63,6 +64,10 @@ def pairs(videos: pd.DataFrame) -> pd.DataFrame:
 
 
 def grey(path: str) -> np.ndarray | None:
+    """The image as grey levels (a video's folder of frames: its first in name order); None if unreadable."""
+    if Path(path).is_dir():
+        frames = sorted(f for f in Path(path).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        path = str(frames[0]) if frames else path
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     return None if image is None else image.astype(np.float32).mean(axis=2)
 
@@ -124,13 +129,15 @@ def main(argv=None) -> SwapDiff:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="write the mean map here (PNG)")
     args = parser.parse_args(argv)
+    if args.pairs < 1:
+        parser.error(f"--pairs must be at least 1; got {args.pairs}")
     setup_logging()
     with exit_on_user_error("benchmarks.swap_diff"):
         result = swap_difference(read_face_csv([args.data], on_missing="status"), args.pairs, args.seed)
     print(report(result))
     if args.out is not None and result.mean_map is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(args.out), np.clip(result.mean_map / result.mean_map.max() * PIXEL_MAX, 0, PIXEL_MAX)
+        cv2.imwrite(str(args.out), np.clip(result.mean_map / (result.mean_map.max() or 1.0) * PIXEL_MAX, 0, PIXEL_MAX)
                     .astype(np.uint8))
         print(f"map: {args.out}")
     return result

@@ -59,3 +59,18 @@ def test_a_folder_that_is_no_face_set_is_one_message_and_exit_2(tmp_path, capsys
         swap_diff.main(["--data", str(tmp_path)])
     assert exit_.value.code == 2
     assert str(tmp_path) in capsys.readouterr().err
+
+
+def test_a_video_given_as_a_folder_of_frames_is_read_by_its_first_frame(tmp_path):
+    root = _face_set(tmp_path, slice(16, 48), n_originals=1)
+    (root / "faces" / "f0").mkdir()
+    (root / "faces" / "f0.png").rename(root / "faces" / "f0" / "000.png")
+    cv2.imwrite(str(root / "faces" / "f0" / "001.png"), np.zeros((SIDE, SIDE, 3), np.uint8))
+    result = swap_diff.main(["--data", str(root)])
+    assert result.counts[swap_diff.USED] == 1 and result.centre > 60
+
+
+def test_no_pairs_asked_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exit_:
+        swap_diff.main(["--data", str(tmp_path), "--pairs", "0"])
+    assert exit_.value.code == 2
