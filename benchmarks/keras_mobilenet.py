@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from base_learners.keras_mobilenet import KERAS_MEAN, KERAS_STD, MODEL_DIR, import_nsfwjs
+from features.faces.images import image_files
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ const shard = require(modelDir + '/group1-shard1of1.min.js');
 
 def load_inputs(faces: Path, n: int) -> np.ndarray:
     """(n, S, S, 3) float32 in Keras's normalisation from the first `n` images of a folder."""
-    paths = sorted(p for p in Path(faces).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n]
+    paths = image_files(Path(faces))[:n]
     if len(paths) < n:
         raise ValueError(f"{faces}: {len(paths)} images, {n} wanted")
     mean, std = np.array(KERAS_MEAN, np.float32), np.array(KERAS_STD, np.float32)

@@ -27,8 +27,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from features.corpus.face_csv import IMAGE_EXTENSIONS, read_face_csv
+from features.corpus.face_csv import read_face_csv
 from features.corpus.readers import FAKE, STATUS_OK, listing
+from features.faces.images import image_files
 from pipelines.config import exit_on_user_error, setup_logging
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def pairs(videos: pd.DataFrame) -> pd.DataFrame:
 def grey(path: str) -> np.ndarray | None:
     """The image as grey levels (a video's folder of frames: its first in name order); None if unreadable."""
     if Path(path).is_dir():
-        frames = sorted(f for f in Path(path).iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        frames = image_files(Path(path))
         path = str(frames[0]) if frames else path
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     return None if image is None else image.astype(np.float32).mean(axis=2)

@@ -78,13 +78,18 @@ def image_landmarks(rgb: np.ndarray, cfg: FaceConfig) -> np.ndarray:
     return ((points + 0.5) * scale - 0.5).astype(np.float32)
 
 
+def image_files(folder: Path) -> list[Path]:
+    """A folder's images in name order (the frames of one video, as a face set stores them)."""
+    return sorted(f for f in Path(folder).iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def _frame_files(path: Path, n_frames: int, clip_len: int) -> tuple[list[Path], list[int]]:
     """The images to import and the clip of each: the file itself, or `n_frames` of a folder's
     images evenly spaced over them in name order (the frames of one video, as a face set stores
     them), in clips of `clip_len` neighbouring images."""
     if path.is_file():
         return [path], [0]
-    files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    files = image_files(path)
     idx, clips = clip_indices(len(files), n_frames, clip_len)
     return [files[i] for i in idx], clips
 
